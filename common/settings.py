@@ -1,0 +1,175 @@
+"""Every NEARDUP_* environment variable, parsed and validated in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(p).expanduser().resolve() for p in text.split(os.pathsep) if p.strip())
+
+
+def _optional_str(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _preset(text: str) -> str:
+    from common.presets import PRESETS  # local import: presets may grow heavier than settings
+
+    if text not in PRESETS:
+        raise ValueError(f"unknown preset; choose one of {sorted(PRESETS)}")
+    return text
+
+
+def _similarity(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise ValueError("must be a percentage in (0, 100]")
+    return value
+
+
+def _distance(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise ValueError("must be a Hamming distance in [0, 64]")
+    return value
+
+
+def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = _env(
+        "NEARDUP_REDIS_URL", _optional_str, None,
+        "Redis for the index (and broker unless NEARDUP_BROKER_URL is set). Unset: the CLI starts "
+        "its own private redis-server and workers (embedded mode).")
+    broker_url: str | None = _env(
+        "NEARDUP_BROKER_URL", _optional_str, None, "Celery broker URL; defaults to NEARDUP_REDIS_URL.")
+    data_dir: Path = _env(
+        "NEARDUP_DATA_DIR", lambda t: Path(t).expanduser().resolve(), Path(".neardup").resolve(),
+        "Embedded mode: where the private Redis keeps its AOF index, sockets and logs.")
+    workers: int = _env(
+        "NEARDUP_WORKERS", _positive_int, max(1, os.cpu_count() or 1),
+        "Embedded mode: worker processes per queue.")
+    preset: str = _env(
+        "NEARDUP_PRESET", _preset, "balanced", "Match preset: strict, balanced, loose or original.")
+    min_similarity: float | None = _env(
+        "NEARDUP_MIN_SIMILARITY", _similarity, None,
+        "Override the preset's dHash rule: similarity percent (90 means distance <= 6 of 64).")
+    max_distance: int | None = _env(
+        "NEARDUP_MAX_DISTANCE", _distance, None, "Override the preset's dHash rule: Hamming distance.")
+    allow_private_urls: bool = _env(
+        "NEARDUP_ALLOW_PRIVATE_URLS", _bool, False,
+        "Let workers fetch loopback/private/link-local addresses (tests, trusted networks only).")
+    file_roots: tuple[Path, ...] = _env(
+        "NEARDUP_FILE_ROOTS", _paths, (),
+        f"Folders ('{os.pathsep}'-separated) that workers may read local images and file:// URLs from.")
+    max_download_bytes: int = _env(
+        "NEARDUP_MAX_DOWNLOAD_BYTES", _positive_int, 25 * 1024 * 1024, "Largest image download accepted.")
+    max_image_pixels: int = _env(
+        "NEARDUP_MAX_IMAGE_PIXELS", _positive_int, 60_000_000, "Largest decoded image (decompression bombs).")
+    max_query_bytes: int = _env(
+        "NEARDUP_MAX_QUERY_BYTES", _positive_int, 8 * 1024 * 1024, "Largest image_b64 query, decoded.")
+    connect_timeout: float = _env(
+        "NEARDUP_CONNECT_TIMEOUT", _positive_float, 5.0, "Seconds to connect to an image host.")
+    read_timeout: float = _env(
+        "NEARDUP_READ_TIMEOUT", _positive_float, 15.0, "Seconds without a byte before a download fails.")
+    download_deadline: float = _env(
+        "NEARDUP_DOWNLOAD_DEADLINE", _positive_float, 60.0, "Total seconds one download may take.")
+    fetch_retries: int = _env(
+        "NEARDUP_FETCH_RETRIES", int, 3, "Retries (with backoff) of 429/5xx/connection errors.")
+    max_redirects: int = _env("NEARDUP_MAX_REDIRECTS", int, 5, "Redirects followed, each re-checked.")
+    ingest_chunk: int = _env(
+        "NEARDUP_INGEST_CHUNK", _positive_int, 16, "Products per ingest task (amortises broker cost).")
+    max_deliveries: int = _env(
+        "NEARDUP_MAX_DELIVERIES", _positive_int, 3,
+        "Deliveries of one task before it is recorded as poison and acknowledged.")
+    task_time_limit: int = _env(
+        "NEARDUP_TASK_TIME_LIMIT", _positive_int, 600, "Hard time limit per task, seconds.")
+    fetch_concurrency: int = _env(
+        "NEARDUP_FETCH_CONCURRENCY", _positive_int, 16, "Parallel downloads inside one ingest task.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse every NEARDUP_* variable; report all bad values at once."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in environ:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](environ[name])
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{name}={environ[name]!r}: {exc}")
+        if values.get("min_similarity") is not None and values.get("max_distance") is not None:
+            problems.append("NEARDUP_MIN_SIMILARITY and NEARDUP_MAX_DISTANCE: set one, not both")
+        if problems:
+            raise ConfigError("bad_config", "invalid configuration:\n  " + "\n  ".join(problems))
+        return cls(**values)
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = os.pathsep.join(str(p) for p in value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[f.metadata["env"]] = str(value)
+        return env
+
+
+def documented_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows for the README table."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, Path):
+            default = "./.neardup"
+        if f.name == "workers":
+            default = "CPU count"
+        rows.append((f.metadata["env"], "" if default in (None, ()) else str(default), f.metadata["doc"]))
+    return rows
