@@ -1,4 +1,12 @@
-"""An in-memory, numpy-backed copy of the index: one uint64 column per scanned signal, rows aligned."""
+"""An in-memory, numpy-backed copy of the index: one uint64 column per scanned signal, rows aligned.
+
+Scans are exact and pick the fastest method for (N, radius): brute-force XOR + popcount for small
+indexes or wide radii, multi-index hashing (``matching.MultiIndex``) otherwise. MIH tables are built
+lazily on the first scan that wants them (or ahead of time with ``prepare``) and are immutable; rows
+written after the build form a *delta* that every scan checks by brute force, and rows overwritten
+since the build are masked out of the tables' answers. When the delta would cost more than half a
+table scan, the next scan rebuilds the tables (``compact`` does it eagerly).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common import matching
 from common.signatures import pack_many64, unpack64
+
+_EMPTY = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
+
+
+@dataclass
+class _Tables:
+    """MIH tables of one signal column as of `n_built` rows, plus what changed since."""
+
+    mih: matching.MultiIndex
+    n_built: int
+    dirty: np.ndarray  # bool per built row: overwritten since the build (answers from tables are stale)
+    overwritten: list[int] = field(default_factory=list)
+
+    def delta_cost_ns(self, n: int) -> float:
+        return (n - self.n_built) * matching.NS_PER_ROW_BRUTE + len(self.overwritten) * (
+            matching.NS_PER_ROW_GATHERED
+        )
 
 
 @dataclass
@@ -17,6 +43,7 @@ class Snapshot:
     ids: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     _columns: dict[str, np.ndarray] = field(default_factory=dict)
+    _tables: dict[tuple[str, int], _Tables] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in self.signal_keys:
@@ -29,16 +56,38 @@ class Snapshot:
         """The live rows of one signal (a view, no copy)."""
         return self._columns[key][: len(self.ids)]
 
+    # ---------------------------------------------------------------------------------------------
+    # Writes
+
     def load(self, ids: list[str], packed: Mapping[str, list[bytes]], version: int) -> None:
         """Replace everything with a bulk load (one list of packed signatures per signal, aligned to ids)."""
-        self.ids = list(ids)
-        self.rows = {pid: i for i, pid in enumerate(self.ids)}
+        arrays = {
+            key: pack_many64(packed[key]) if ids else np.zeros(0, dtype=np.uint64) for key in self.signal_keys
+        }
+        self.load_arrays(ids, arrays, version)
+
+    def load_arrays(self, ids: list[str], arrays: Mapping[str, np.ndarray], version: int) -> None:
+        """Replace everything from native uint64 arrays aligned to ids (the fast bulk path: no per-row work
+        but the id dict). Big-endian packed bytes convert with ``np.frombuffer(buf, '>u8')``."""
+        n = len(ids)
+        columns = {}
         for key in self.signal_keys:
-            self._columns[key] = pack_many64(packed[key]) if ids else np.zeros(0, dtype=np.uint64)
+            col = np.ascontiguousarray(arrays[key], dtype=np.uint64)
+            if col.shape != (n,):
+                raise ValueError(f"{key}: {col.shape[0] if col.ndim else 0} signatures for {n} ids")
+            columns[key] = col.copy() if col is arrays[key] else col  # never alias the caller's array
+        self.ids = list(ids)
+        self.rows = dict(zip(self.ids, range(n), strict=True))
+        if len(self.rows) != n:
+            raise ValueError("duplicate product ids in a bulk load")
+        self._columns = columns
+        self._tables.clear()
         self.version = version
 
     def apply(self, updates: Iterable[tuple[str, Mapping[str, bytes]]], version: int) -> None:
-        """Insert or overwrite products incrementally; amortised O(1) per append (capacity doubling)."""
+        """Insert or overwrite products incrementally; amortised O(1) per append (capacity doubling).
+
+        Visible to the next scan at once: appended rows and overwritten rows go to the MIH delta."""
         for pid, sigs in updates:
             if not all(k in sigs for k in self.signal_keys):
                 continue  # written by another signature version: not ours to scan
@@ -48,6 +97,11 @@ class Snapshot:
                 self._ensure_capacity(row + 1)
                 self.ids.append(pid)
                 self.rows[pid] = row
+            else:
+                for t in self._tables.values():
+                    if row < t.n_built and not t.dirty[row]:
+                        t.dirty[row] = True
+                        t.overwritten.append(row)
             for key in self.signal_keys:
                 self._columns[key][row] = np.uint64(unpack64(sigs[key]))
         self.version = max(self.version, version)
@@ -58,3 +112,111 @@ class Snapshot:
                 grown = np.zeros(max(needed, 2 * len(col), 1024), dtype=np.uint64)
                 grown[: len(self.ids)] = col[: len(self.ids)]
                 self._columns[key] = grown
+
+    # ---------------------------------------------------------------------------------------------
+    # Index maintenance
+
+    def prepare(self, key: str, radius: int) -> matching.Plan:
+        """Build (or refresh) the tables the scans of this radius will use; call after a bulk load so
+        the first query does not pay for it. Returns the plan (m == 0: brute force, nothing built)."""
+        plan = matching.plan_for(len(self), radius)
+        if not plan.brute:
+            self._fresh_tables(key, plan)
+        return plan
+
+    def compact(self) -> None:
+        """Fold every delta back into its tables now (e.g. when the worker is idle)."""
+        for key, m in list(self._tables):
+            self._tables[(key, m)] = self._build(key, m)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """numpy bytes held: columns (live capacity) and MIH tables; ids/rows dict are extra."""
+        return {
+            "columns": sum(c.nbytes for c in self._columns.values()),
+            "tables": sum(t.mih.nbytes + t.dirty.nbytes for t in self._tables.values()),
+        }
+
+    def _build(self, key: str, m: int) -> _Tables:
+        n = len(self)
+        return _Tables(matching.MultiIndex(self.column(key), m), n, np.zeros(n, dtype=bool))
+
+    def _fresh_tables(self, key: str, plan: matching.Plan) -> _Tables:
+        t = self._tables.get((key, plan.m))
+        if t is None or t.delta_cost_ns(len(self)) > max(0.5 * plan.est_ns, 5_000.0):
+            t = self._tables[(key, plan.m)] = self._build(key, plan.m)
+        return t
+
+    # ---------------------------------------------------------------------------------------------
+    # Scans
+
+    def scan(self, key: str, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows within `radius` of `query`: (row positions ascending int64, distances uint8). Exact."""
+        n = len(self)
+        if n == 0 or radius < 0:
+            return _EMPTY
+        plan = matching.plan_for(n, radius)
+        col = self.column(key)
+        if plan.brute:
+            return matching.scan(col, query, radius)
+        t = self._fresh_tables(key, plan)
+        # Clustered data can put most rows in a probed bucket: then one straight pass is cheaper.
+        res = t.mih.scan(query, radius, max_candidates=n // 4)
+        if res is None:
+            return matching.scan(col, query, radius)
+        rows, dist = res
+        if not (t.overwritten or n > t.n_built):
+            return rows, dist
+        parts_r, parts_d = [], []
+        if t.overwritten:
+            keep = ~t.dirty[rows]
+            parts_r.append(rows[keep])
+            parts_d.append(dist[keep])
+            ow = np.asarray(t.overwritten, dtype=np.int64)
+            r2, d2 = matching.scan(col[ow], query, radius)
+            parts_r.append(ow[r2])
+            parts_d.append(d2)
+        else:
+            parts_r.append(rows)
+            parts_d.append(dist)
+        if n > t.n_built:
+            r3, d3 = matching.scan(col[t.n_built :], query, radius)
+            parts_r.append(r3 + t.n_built)
+            parts_d.append(d3)
+        rows, dist = np.concatenate(parts_r), np.concatenate(parts_d)
+        order = np.argsort(rows, kind="stable")
+        return rows[order], dist[order]
+
+    def scan_batch(self, key: str, queries: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`scan` for each query, vectorised across queries when MIH applies."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint64)
+        n = len(self)
+        if n == 0 or radius < 0:
+            return [_EMPTY for _ in queries]
+        plan = matching.plan_for(n, radius)
+        if plan.brute or len(queries) == 1:
+            return [self.scan(key, int(q), radius) for q in queries]
+        t = self._fresh_tables(key, plan)
+        col = self.column(key)
+        found = t.mih.scan_batch(queries, radius, max_candidates=n // 4)
+        has_delta = bool(t.overwritten) or n > t.n_built
+        if has_delta:
+            ow = np.asarray(t.overwritten, dtype=np.int64)
+            delta_rows = np.concatenate([ow, np.arange(t.n_built, n, dtype=np.int64)])
+            delta_vals = col[delta_rows]
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for q, res in zip(queries, found, strict=True):
+            if res is None:  # clustered: too many candidates, one straight pass (already current)
+                out.append(matching.scan(col, int(q), radius))
+            elif not has_delta:
+                out.append(res)
+            else:
+                rows, dist = res
+                if len(ow):
+                    keep = ~t.dirty[rows]
+                    rows, dist = rows[keep], dist[keep]
+                r2, d2 = matching.scan(delta_vals, int(q), radius)
+                rows = np.concatenate([rows, delta_rows[r2]])
+                dist = np.concatenate([dist, d2])
+                order = np.argsort(rows, kind="stable")
+                out.append((rows[order], dist[order]))
+        return out
