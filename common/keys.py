@@ -7,15 +7,28 @@ PREFIX = "neardup:"
 # Index: one hash per signal (productId -> packed bytes), written together with the version counter
 # and the change stream in one MULTI so a reader never sees a half-written product.
 VERSION = PREFIX + "index:version"
+EPOCH = PREFIX + "index:epoch"  # random token set when an index is born: a reset index is never mistaken
 CHANGES = PREFIX + "index:changes"
-PRODUCTS = PREFIX + "index:products"  # productId -> JSON {url, at, signals}
+PRODUCTS = PREFIX + "index:products"  # productId -> JSON {url, at}
+ROWS = PREFIX + "index:rows"  # productId -> row number in the columns
+IDS = PREFIX + "index:ids"  # productIds joined by "\n", in row order
+SIGNALS = PREFIX + "index:signals"  # JSON list of the scanned signals this index was built with
 FAILURES = PREFIX + "failures"  # productId -> JSON {stage, reason, error, url, attempts, at}
-ATTEMPTS = PREFIX + "attempts"  # task id -> delivery count (poison guard)
 
 
 def signal(name: str) -> str:
     """Hash of productId -> packed signature for one versioned signal (e.g. "dhash64@1")."""
     return f"{PREFIX}sig:{name}"
+
+
+def column(name: str) -> str:
+    """String of 8 bytes per row for one scanned 64-bit signal."""
+    return f"{PREFIX}col:{name}"
+
+
+def attempts(task_id: str) -> str:
+    """Delivery count of one task message (poison guard)."""
+    return f"{PREFIX}attempts:{task_id}"
 
 
 def job_done(job_id: str) -> str:

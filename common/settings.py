@@ -74,54 +74,88 @@ def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = _env(
-        "NEARDUP_REDIS_URL", _optional_str, None,
+        "NEARDUP_REDIS_URL",
+        _optional_str,
+        None,
         "Redis for the index (and broker unless NEARDUP_BROKER_URL is set). Unset: the CLI starts "
-        "its own private redis-server and workers (embedded mode).")
+        "its own private redis-server and workers (embedded mode).",
+    )
     broker_url: str | None = _env(
-        "NEARDUP_BROKER_URL", _optional_str, None, "Celery broker URL; defaults to NEARDUP_REDIS_URL.")
+        "NEARDUP_BROKER_URL", _optional_str, None, "Celery broker URL; defaults to NEARDUP_REDIS_URL."
+    )
     data_dir: Path = _env(
-        "NEARDUP_DATA_DIR", lambda t: Path(t).expanduser().resolve(), Path(".neardup").resolve(),
-        "Embedded mode: where the private Redis keeps its AOF index, sockets and logs.")
+        "NEARDUP_DATA_DIR",
+        lambda t: Path(t).expanduser().resolve(),
+        Path(".neardup").resolve(),
+        "Embedded mode: where the private Redis keeps its AOF index, sockets and logs.",
+    )
     workers: int = _env(
-        "NEARDUP_WORKERS", _positive_int, max(1, os.cpu_count() or 1),
-        "Embedded mode: worker processes per queue.")
+        "NEARDUP_WORKERS",
+        _positive_int,
+        max(1, os.cpu_count() or 1),
+        "Embedded mode: worker processes per queue.",
+    )
     preset: str = _env(
-        "NEARDUP_PRESET", _preset, "balanced", "Match preset: strict, balanced, loose or original.")
+        "NEARDUP_PRESET", _preset, "balanced", "Match preset: strict, balanced, loose or original."
+    )
     min_similarity: float | None = _env(
-        "NEARDUP_MIN_SIMILARITY", _similarity, None,
-        "Override the preset's dHash rule: similarity percent (90 means distance <= 6 of 64).")
+        "NEARDUP_MIN_SIMILARITY",
+        _similarity,
+        None,
+        "Override the preset's dHash rule: similarity percent (90 means distance <= 6 of 64).",
+    )
     max_distance: int | None = _env(
-        "NEARDUP_MAX_DISTANCE", _distance, None, "Override the preset's dHash rule: Hamming distance.")
+        "NEARDUP_MAX_DISTANCE", _distance, None, "Override the preset's dHash rule: Hamming distance."
+    )
     allow_private_urls: bool = _env(
-        "NEARDUP_ALLOW_PRIVATE_URLS", _bool, False,
-        "Let workers fetch loopback/private/link-local addresses (tests, trusted networks only).")
+        "NEARDUP_ALLOW_PRIVATE_URLS",
+        _bool,
+        False,
+        "Let workers fetch loopback/private/link-local addresses (tests, trusted networks only).",
+    )
     file_roots: tuple[Path, ...] = _env(
-        "NEARDUP_FILE_ROOTS", _paths, (),
-        f"Folders ('{os.pathsep}'-separated) that workers may read local images and file:// URLs from.")
+        "NEARDUP_FILE_ROOTS",
+        _paths,
+        (),
+        f"Folders ('{os.pathsep}'-separated) that workers may read local images and file:// URLs from.",
+    )
     max_download_bytes: int = _env(
-        "NEARDUP_MAX_DOWNLOAD_BYTES", _positive_int, 25 * 1024 * 1024, "Largest image download accepted.")
+        "NEARDUP_MAX_DOWNLOAD_BYTES", _positive_int, 25 * 1024 * 1024, "Largest image download accepted."
+    )
     max_image_pixels: int = _env(
-        "NEARDUP_MAX_IMAGE_PIXELS", _positive_int, 60_000_000, "Largest decoded image (decompression bombs).")
+        "NEARDUP_MAX_IMAGE_PIXELS", _positive_int, 60_000_000, "Largest decoded image (decompression bombs)."
+    )
     max_query_bytes: int = _env(
-        "NEARDUP_MAX_QUERY_BYTES", _positive_int, 8 * 1024 * 1024, "Largest image_b64 query, decoded.")
+        "NEARDUP_MAX_QUERY_BYTES", _positive_int, 8 * 1024 * 1024, "Largest image_b64 query, decoded."
+    )
     connect_timeout: float = _env(
-        "NEARDUP_CONNECT_TIMEOUT", _positive_float, 5.0, "Seconds to connect to an image host.")
+        "NEARDUP_CONNECT_TIMEOUT", _positive_float, 5.0, "Seconds to connect to an image host."
+    )
     read_timeout: float = _env(
-        "NEARDUP_READ_TIMEOUT", _positive_float, 15.0, "Seconds without a byte before a download fails.")
+        "NEARDUP_READ_TIMEOUT", _positive_float, 15.0, "Seconds without a byte before a download fails."
+    )
     download_deadline: float = _env(
-        "NEARDUP_DOWNLOAD_DEADLINE", _positive_float, 60.0, "Total seconds one download may take.")
+        "NEARDUP_DOWNLOAD_DEADLINE", _positive_float, 60.0, "Total seconds one download may take."
+    )
     fetch_retries: int = _env(
-        "NEARDUP_FETCH_RETRIES", int, 3, "Retries (with backoff) of 429/5xx/connection errors.")
+        "NEARDUP_FETCH_RETRIES", int, 3, "Retries (with backoff) of 429/5xx/connection errors."
+    )
     max_redirects: int = _env("NEARDUP_MAX_REDIRECTS", int, 5, "Redirects followed, each re-checked.")
     ingest_chunk: int = _env(
-        "NEARDUP_INGEST_CHUNK", _positive_int, 16, "Products per ingest task (amortises broker cost).")
+        "NEARDUP_INGEST_CHUNK", _positive_int, 16, "Products per ingest task (amortises broker cost)."
+    )
     max_deliveries: int = _env(
-        "NEARDUP_MAX_DELIVERIES", _positive_int, 3,
-        "Deliveries of one task before it is recorded as poison and acknowledged.")
+        "NEARDUP_MAX_DELIVERIES",
+        _positive_int,
+        3,
+        "Deliveries of one task before it is recorded as poison and acknowledged.",
+    )
     task_time_limit: int = _env(
-        "NEARDUP_TASK_TIME_LIMIT", _positive_int, 600, "Hard time limit per task, seconds.")
+        "NEARDUP_TASK_TIME_LIMIT", _positive_int, 600, "Hard time limit per task, seconds."
+    )
     fetch_concurrency: int = _env(
-        "NEARDUP_FETCH_CONCURRENCY", _positive_int, 16, "Parallel downloads inside one ingest task.")
+        "NEARDUP_FETCH_CONCURRENCY", _positive_int, 16, "Parallel downloads inside one ingest task."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

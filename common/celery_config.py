@@ -1,0 +1,80 @@
+"""Celery settings derived from neardup Settings, shared by the workers and by the producer's client."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from common.redis_urls import for_celery, with_db
+from common.settings import Settings
+
+INGEST_QUEUE = "ingest"
+QUERY_QUEUE = "query"
+
+
+def _db_of(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.scheme in ("unix", "redis+socket"):
+        q = dict(parse_qsl(parts.query))
+        return int(q.get("db", q.get("virtual_host", 0)))
+    return int(parts.path.strip("/") or 0)
+
+
+def broker_and_backend(settings: Settings) -> tuple[str, str]:
+    """Index on the URL's db N, broker on N+1 and results on N+2 of the same server, unless told otherwise."""
+    if settings.redis_url is None:
+        raise ValueError("no Redis URL: embedded mode sets NEARDUP_REDIS_URL for the workers it starts")
+    broker = settings.broker_url or with_db(settings.redis_url, _db_of(settings.redis_url) + 1)
+    backend = (
+        with_db(broker, _db_of(broker) + 1) if broker.startswith(("redis", "unix", "rediss")) else broker
+    )
+    # Celery's result backend reads unix sockets as redis+socket:// too.
+    return for_celery(broker), for_celery(backend)
+
+
+def celery_conf(settings: Settings) -> dict[str, Any]:
+    broker, backend = broker_and_backend(settings)
+    # Longer than any task can run, so an unacked message is only redelivered when its worker is gone.
+    visibility = settings.task_time_limit + 60
+    transport = {
+        "visibility_timeout": visibility,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 25,
+        "retry_on_timeout": True,
+    }
+    return {
+        "broker_url": broker,
+        "result_backend": backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 25,
+            "retry_on_timeout": True,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        "result_expires": 3600,
+        "task_default_queue": QUERY_QUEUE,
+        "task_routes": {
+            "neardup.ingest": {"queue": INGEST_QUEUE},
+            "neardup.query": {"queue": QUERY_QUEUE},
+            "neardup.query_batch": {"queue": QUERY_QUEUE},
+            "neardup.dedup_shard": {"queue": QUERY_QUEUE},
+        },
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "broker_connection_max_retries": 10,
+    }

@@ -1,0 +1,51 @@
+"""Download-and-describe for a chunk of products: every product ends indexed or recorded as failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from common import pipeline
+from common.errors import NeardupError
+from common.fetch import FetchPolicy, fetch_with_retries
+from common.imaging import decode
+from common.settings import Settings
+from common.store import IndexStore, Product
+
+
+@dataclass(frozen=True)
+class Outcome:
+    product_id: str
+    url: str
+    product: Product | None = None
+    error: NeardupError | None = None
+
+
+def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPolicy) -> Outcome:
+    """Fetch, decode and describe one product; any failure becomes a recorded Outcome, never a raise."""
+    try:
+        data = fetch_with_retries(url, policy, retries=settings.fetch_retries)
+        image = decode(data, settings.max_image_pixels)
+        return Outcome(product_id, url, Product(product_id, url, pipeline.describe(image, data)))
+    except NeardupError as exc:
+        return Outcome(product_id, url, error=exc)
+    except Exception as exc:  # a bug or a library surprise must still leave a trace, not kill the chunk
+        err = NeardupError("internal_error", f"{type(exc).__name__}: {exc}")
+        err.stage = "describe"
+        return Outcome(product_id, url, error=err)
+
+
+def ingest_items(
+    items: Sequence[tuple[str, str]], store: IndexStore, settings: Settings, force: bool = False
+) -> list[Outcome]:
+    """Describe products (downloads in parallel threads: they wait on the network) and write them."""
+    policy = FetchPolicy.from_settings(settings)
+    workers = max(1, min(settings.fetch_concurrency, len(items)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(lambda it: describe_one(it[0], it[1], settings, policy), items))
+    store.write([o.product for o in outcomes if o.product is not None], force=force)
+    for o in outcomes:
+        if o.error is not None:
+            store.record_failure(o.product_id, o.error.stage, o.error.reason, str(o.error), o.url)
+    return outcomes

@@ -1,0 +1,135 @@
+"""Query requests from any service: validated JSON in, matches or a clear error out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common import pipeline, presets
+from common.errors import BadRequest, NeardupError
+from common.fetch import FetchPolicy, fetch_with_retries
+from common.ids import check_product_id
+from common.imaging import decode
+from common.settings import Settings
+from common.snapshot import Snapshot
+from common.store import IndexStore
+
+SOURCES = ("product_id", "url", "image_b64", "path")
+OPTIONS = {
+    "preset": str,
+    "max_distance": int,
+    "min_similarity": (int, float),
+    "limit": int,
+    "details": bool,
+    "exclude": str,
+}
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    source: str  # one of SOURCES
+    value: str
+    rule: presets.Rule
+    limit: int = 100
+    details: bool = False
+    exclude: str | None = None  # a product never to list (the query's own), besides a product_id query's
+
+
+def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest:
+    """Validate a query message; every problem is a BadRequest with a reason a caller can act on."""
+    if not isinstance(kwargs, Mapping):
+        raise BadRequest("bad_request", "the query must be a JSON object")
+    unknown = sorted(set(kwargs) - set(SOURCES) - set(OPTIONS))
+    if unknown:
+        raise BadRequest(
+            "unknown_field", f"unknown field(s) {unknown}; allowed: {list(SOURCES) + list(OPTIONS)}"
+        )
+    given = [s for s in SOURCES if kwargs.get(s) is not None]
+    if len(given) != 1:
+        raise BadRequest("need_one_source", f"give exactly one of {list(SOURCES)}, got {given or 'none'}")
+    source = given[0]
+    value = kwargs[source]
+    if not isinstance(value, str) or not value:
+        raise BadRequest("bad_type", f"{source} must be a non-empty string")
+    if source == "product_id":
+        check_product_id(value)
+    if source == "image_b64" and len(value) > (settings.max_query_bytes * 4) // 3 + 4:
+        raise BadRequest("too_large", f"image_b64 is over {settings.max_query_bytes} bytes")
+    for name, kind in OPTIONS.items():
+        v = kwargs.get(name)
+        if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
+            raise BadRequest("bad_type", f"{name} must be {getattr(kind, '__name__', 'a number')}")
+    preset = kwargs.get("preset") or settings.preset
+    if preset not in presets.PRESETS:
+        raise BadRequest("bad_preset", f"unknown preset {preset!r}; choose one of {sorted(presets.PRESETS)}")
+    max_distance = kwargs.get("max_distance", settings.max_distance)
+    min_similarity = kwargs.get("min_similarity", settings.min_similarity)
+    if max_distance is not None and not 0 <= max_distance <= 64:
+        raise BadRequest("bad_value", "max_distance must be in [0, 64]")
+    if min_similarity is not None and not 0 < min_similarity <= 100:
+        raise BadRequest("bad_value", "min_similarity must be in (0, 100]")
+    limit = kwargs.get("limit", 100)
+    if not 1 <= limit <= 10_000:
+        raise BadRequest("bad_value", "limit must be in [1, 10000]")
+    rule = presets.resolve(preset, max_distance=max_distance, min_similarity=min_similarity)
+    exclude = kwargs.get("exclude") or (value if source == "product_id" else None)
+    return QueryRequest(source, value, rule, limit, bool(kwargs.get("details", False)), exclude)
+
+
+def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -> dict[str, bytes]:
+    """The query's signatures: read from the index for a productId, computed for an image."""
+    if req.source == "product_id":
+        sigs = store.signatures_of(req.value)
+        if sigs is None:
+            raise BadRequest("not_indexed", f"product {req.value!r} is not in the index")
+        return sigs
+    if req.source == "image_b64":
+        try:
+            data = base64.b64decode(req.value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest("bad_base64", str(exc)) from None
+        if len(data) > settings.max_query_bytes:
+            raise BadRequest("too_large", f"image is over {settings.max_query_bytes} bytes")
+    else:
+        data = fetch_with_retries(
+            req.value, FetchPolicy.from_settings(settings), retries=settings.fetch_retries
+        )
+    return pipeline.describe(decode(data, settings.max_image_pixels), data)
+
+
+def run_query(
+    kwargs: Mapping[str, Any], snapshot_for: Callable[[], Snapshot], store: IndexStore, settings: Settings
+) -> dict[str, Any]:
+    """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}."""
+    started = time.perf_counter()
+    try:
+        req = parse_request(kwargs, settings)
+        sigs = query_signatures(req, store, settings)
+        snap = snapshot_for()
+        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
+    except NeardupError as exc:
+        return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
+    shown = req.value if req.source != "image_b64" else f"<{len(req.value) * 3 // 4} bytes>"
+    out = [
+        {
+            "product_id": m.product_id,
+            "similarity": m.similarity,
+            "distance": m.distance,
+            "stage": m.stage,
+            **({"signals": m.extra} if req.details else {}),
+        }
+        for m in matches[: req.limit]
+    ]
+    return {
+        "ok": True,
+        "query": {req.source: shown},
+        "index_version": snap.version,
+        "index_size": len(snap),
+        "rule": req.rule.name,
+        "matches": out,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+    }

@@ -1,0 +1,34 @@
+"""One Redis URL, two dialects: redis-py speaks unix://, Celery/kombu speaks redis+socket://."""
+
+from __future__ import annotations
+
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+def _join(parts: SplitResult) -> str:
+    """urlunsplit drops the empty host of unix-socket URLs (unix:///path); keep the three slashes."""
+    if parts.netloc:
+        return urlunsplit(parts)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.path}{query}"
+
+
+def with_db(url: str, db: int) -> str:
+    """The same server, another database number (index, broker and results are kept apart)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("unix", "redis+socket"):
+        query = dict(parse_qsl(parts.query))
+        query["db" if parts.scheme == "unix" else "virtual_host"] = str(db)
+        return _join(parts._replace(query=urlencode(query)))
+    return _join(parts._replace(path=f"/{db}"))
+
+
+def for_celery(url: str) -> str:
+    """kombu wants redis+socket:///path?virtual_host=N for unix sockets."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = dict(parse_qsl(parts.query))
+    if "db" in query:
+        query["virtual_host"] = query.pop("db")
+    return _join(parts._replace(scheme="redis+socket", query=urlencode(query)))

@@ -1,0 +1,293 @@
+"""The `neardup` command.
+
+Exit codes: 0 everything done; 1 done, but some products or queries failed (listed);
+2 bad usage or configuration; 3 Redis, broker or workers unreachable or stalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+from common.ids import check_product_id
+from common.results import detailed_shape, original_shape, write_json_atomic
+from common.settings import Settings
+from producer import jobs
+from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
+from producer.connection import Unreachable
+from producer.session import Session, open_session
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_OUTPUT = "near_duplicate_image.json"
+
+
+def say(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# -- query inputs --------------------------------------------------------------------------------
+
+
+def query_specs(
+    inputs: Sequence[str], product_ids: Sequence[str], embedded: bool
+) -> tuple[list[dict], list[Path]]:
+    """Query messages for files, folders, URLs and product ids; each has a unique `key` for the output.
+    Local files travel as paths in embedded mode (its workers may read them) and as bytes otherwise."""
+    import base64
+
+    files: list[Path] = []
+    specs: list[dict] = []
+    for item in inputs:
+        if "://" in item and not item.startswith("file://"):
+            specs.append({"key": item, "url": item})
+            continue
+        p = Path(item.removeprefix("file://"))
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"query input not found: {item}")
+    names = Counter(f.name for f in files)
+    for f in files:
+        spec: dict[str, Any] = {"key": f.name if names[f.name] == 1 else str(f)}
+        if embedded:
+            spec["path"] = str(f.resolve())
+        else:
+            spec["image_b64"] = base64.b64encode(f.read_bytes()).decode()
+        spec["exclude"] = f.stem  # a product's own photo never matches itself
+        specs.append(spec)
+    for pid in product_ids:
+        specs.append({"key": check_product_id(pid), "product_id": pid})
+    return specs, sorted({f.resolve().parent for f in files})
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _report_catalog(report: CatalogReport) -> None:
+    say(f"catalog: {report.summary()}")
+    for reason, examples in sorted(report.examples.items()):
+        say(f"  {reason}: e.g. {', '.join(examples)}")
+
+
+def _roots_of(report: CatalogReport) -> list[Path]:
+    """Folders holding a local catalog's images: embedded workers may read them."""
+    return sorted({Path(url).parent for _, url in report.items if "://" not in url})
+
+
+def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    job_id, sent, skipped = jobs.enqueue_ingest(
+        sess.app, sess.store, report.items, sess.settings.ingest_chunk, force=args.force
+    )
+    if skipped:
+        say(f"ingest: {skipped} products already indexed (use --force to redo them)")
+    state = jobs.wait(
+        sess.r, job_id, sent, "ingest", sess.workers_alive, progress=not args.quiet, timeout=args.timeout
+    )
+    elapsed = time.monotonic() - started
+    rate = sent / elapsed if elapsed > 0 else 0.0
+    say(
+        f"ingest: {state.done} indexed, {state.failed} failed in {elapsed:.1f} s ({rate:.1f} images/s); "
+        f"index holds {sess.store.size()} products at version {sess.store.version()}"
+    )
+    if state.failed:
+        failed = jobs.failed_items(sess.r, sess.store, job_id)
+        by_reason = Counter(rec.get("reason", "unknown") for rec in failed.values())
+        say("  failures by reason: " + ", ".join(f"{r}={n}" for r, n in by_reason.most_common()))
+        for pid, rec in list(failed.items())[:10]:
+            say(f"  {pid}: {rec.get('stage')}/{rec.get('reason')} {rec.get('error', '')[:160]}")
+    return EXIT_FAILURES if state.failed else EXIT_OK
+
+
+def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
+    for spec in specs:
+        if args.preset:
+            spec["preset"] = args.preset
+        if args.max_distance is not None:
+            spec["max_distance"] = args.max_distance
+        if args.details:
+            spec["details"] = True
+    started = time.monotonic()
+    job_id = jobs.enqueue_queries(sess.app, sess.r, specs)
+    jobs.wait(
+        sess.r, job_id, len(specs), "query", sess.workers_alive, progress=not args.quiet, timeout=args.timeout
+    )
+    results = jobs.gather(sess.r, job_id)
+    ordered = {s["key"]: results.get(s["key"], {"ok": False, "error": {"reason": "lost"}}) for s in specs}
+    elapsed = time.monotonic() - started
+    if args.details:
+        fingerprint = {
+            "preset": args.preset or sess.settings.preset,
+            "max_distance": args.max_distance,
+            "index_version": sess.store.version(),
+            "index_size": sess.store.size(),
+        }
+        data = detailed_shape(ordered, fingerprint)
+    else:
+        data = original_shape(ordered)
+    write_json_atomic(Path(args.output), data)
+    errors = {k: r["error"] for k, r in ordered.items() if not r.get("ok")}
+    with_matches = sum(1 for r in ordered.values() if r.get("ok") and r["matches"])
+    say(
+        f"query: {len(specs)} queries in {elapsed:.1f} s, {with_matches} with matches, {len(errors)} errors "
+        f"-> {args.output}"
+    )
+    for key, err in list(errors.items())[:10]:
+        say(f"  {key}: {err.get('reason')} {err.get('detail', '')[:160]}")
+    return EXIT_FAILURES if errors else EXIT_OK
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
+    _report_catalog(report)
+    with open_session(settings, roots=_roots_of(report)) as sess:
+        return do_ingest(sess, report, args)
+
+
+def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    specs, roots = query_specs(args.images, args.product_id or [], settings.embedded)
+    if not specs:
+        say("query: nothing to query")
+        return EXIT_USAGE
+    with open_session(settings, roots=roots) as sess:
+        return do_query(sess, specs, args)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
+    _report_catalog(report)
+    specs, roots = query_specs(args.queries or [], args.product_id or [], settings.embedded)
+    if not specs:  # no queries given: every catalog product against the rest, as the original did
+        specs = [{"key": pid, "product_id": pid} for pid, _ in report.items]
+    with open_session(settings, roots=[*_roots_of(report), *roots]) as sess:
+        ingest_rc = do_ingest(sess, report, args)
+        query_rc = do_query(sess, specs, args)
+    return max(ingest_rc, query_rc)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.embedded:
+        say("worker: set NEARDUP_REDIS_URL to the Redis this worker should join")
+        return EXIT_USAGE
+    from producer.local import worker_command
+
+    name = args.name or f"neardup-{os.getpid()}@%h"
+    cmd = worker_command(args.queues.split(","), args.concurrency or settings.workers, name, args.loglevel)
+    os.execv(cmd[0], cmd)
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    with open_session(settings, workers=False) as sess:
+        failures = sess.store.failures()
+        replies = [] if sess.stack is not None else (sess.app.control.ping(timeout=1.0) or [])
+        queues = jobs.queue_lengths(sess.broker) if sess.broker is not None else {}
+        print(f"index: {sess.store.size()} products, version {sess.store.version()}")
+        print("queues: " + ", ".join(f"{q}={n}" for q, n in queues.items()))
+        print(
+            f"workers alive: {len(replies)}"
+            + (" (embedded: none run between commands)" if sess.stack else "")
+        )
+        for reply in replies:
+            for name in reply:
+                print(f"  {name}")
+        by_reason = Counter(rec.get("reason", "unknown") for rec in failures.values())
+        print(f"failures: {len(failures)}" + ("".join(f"\n  {r}: {n}" for r, n in by_reason.most_common())))
+    return EXIT_OK
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+def _common_job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+
+
+def _query_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"output JSON (default {DEFAULT_OUTPUT})")
+    p.add_argument("--details", action="store_true", help="add distances, matching stage, index version")
+    p.add_argument("--preset", default=None, help="strict, balanced (default), loose or original")
+    p.add_argument("--max-distance", type=int, default=None, help="override the preset's dHash radius")
+    p.add_argument("--product-id", action="append", help="query by a product id already indexed")
+
+
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "catalog",
+        help="seed CSV (productId,imageUrlStr,categories), folder of <productId>.jpg, "
+        "or a productId,url list",
+    )
+    p.add_argument("--tops-only", action="store_true", help="keep CSV rows whose leaf category has 'Tops'")
+    p.add_argument("--force", action="store_true", help="re-download and re-hash already indexed products")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neardup", description="Near-duplicate product photos, at catalog scale."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="download and hash a catalog into the index")
+    _catalog_args(p)
+    _common_job_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("query", help="find near duplicates of images, URLs or indexed products")
+    p.add_argument("images", nargs="*", help="image files, folders of images, or http(s) URLs")
+    _query_args(p)
+    _common_job_args(p)
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("run", help="ingest a catalog, then query, then write the JSON")
+    _catalog_args(p)
+    p.add_argument("--queries", nargs="+", help="query images/folders/URLs (default: every catalog product)")
+    _query_args(p)
+    _common_job_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="run a Celery worker against NEARDUP_REDIS_URL")
+    p.add_argument("--queues", default="ingest,query", help="comma-separated: ingest, query (default both)")
+    p.add_argument(
+        "-c", "--concurrency", type=int, default=None, help="worker processes (default NEARDUP_WORKERS)"
+    )
+    p.add_argument("-n", "--name", default=None, help="worker node name")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        say(f"neardup: {exc.detail}")
+        return EXIT_USAGE
+    try:
+        return args.func(settings, args)
+    except (FileNotFoundError, ConfigError) as exc:
+        say(f"neardup: {exc}")
+        return EXIT_USAGE
+    except (Unreachable, jobs.Stalled, RuntimeError) as exc:
+        say(f"neardup: {exc}")
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        say("neardup: interrupted; run the same command again to resume (indexed products are skipped)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

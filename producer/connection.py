@@ -1,0 +1,62 @@
+"""Connecting the producer to Redis and the broker, failing fast and clearly when they are not there."""
+
+from __future__ import annotations
+
+import redis
+from celery import Celery
+
+from common import pipeline
+from common.celery_config import celery_conf
+from common.settings import Settings
+from common.store import IndexStore
+
+
+class Unreachable(RuntimeError):
+    """Redis or the broker did not answer: a clear message instead of a hang."""
+
+
+def celery_app(settings: Settings) -> Celery:
+    """A client-side app: sends tasks by name, never imports the worker code."""
+    app = Celery("neardup-producer")
+    app.conf.update(celery_conf(settings))
+    return app
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=30, health_check_interval=25
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise Unreachable(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}") from None
+    return client
+
+
+def index_store(client: redis.Redis) -> IndexStore:
+    return IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+
+
+def safe_url(url: str | None) -> str:
+    """The URL without its password, for messages and logs."""
+    if not url or "@" not in url:
+        return str(url)
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def broker_redis(settings: Settings, timeout: float = 5.0) -> redis.Redis | None:
+    """A redis-py client on the broker's database (None when the broker is not Redis)."""
+    from common.celery_config import broker_and_backend
+
+    broker, _ = broker_and_backend(settings)
+    if broker.startswith("redis+socket://"):
+        broker = "unix://" + broker[len("redis+socket://") :].replace("virtual_host=", "db=")
+    if not broker.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    client = redis.Redis.from_url(broker, socket_connect_timeout=timeout, socket_timeout=30)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise Unreachable(f"cannot reach the broker at {safe_url(broker)}: {exc}") from None
+    return client

