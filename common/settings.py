@@ -81,7 +81,10 @@ class Settings:
         "its own private redis-server and workers (embedded mode).",
     )
     broker_url: str | None = _env(
-        "NEARDUP_BROKER_URL", _optional_str, None, "Celery broker URL; defaults to NEARDUP_REDIS_URL."
+        "NEARDUP_BROKER_URL",
+        _optional_str,
+        None,
+        "Celery broker URL; default: the index Redis, next database number (results on the one after).",
     )
     data_dir: Path = _env(
         "NEARDUP_DATA_DIR",
@@ -93,7 +96,7 @@ class Settings:
         "NEARDUP_WORKERS",
         _positive_int,
         max(1, os.cpu_count() or 1),
-        "Embedded mode: worker processes per queue.",
+        "Worker processes (prefork children): embedded mode and `neardup worker`.",
     )
     preset: str = _env(
         "NEARDUP_PRESET", _preset, "balanced", "Match preset: strict, balanced, loose or original."

@@ -25,7 +25,8 @@ from common.errors import ConfigError
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
 # KEYS: version, changes, rows, ids, products, failures, epoch, cols..., blobs...
-# ARGV: n_scan, n_blob, force, maxlen, epoch token, then per product: pid, meta, scan values..., blob values...
+# ARGV: n_scan, n_blob, force, maxlen, epoch token,
+#       then per product: pid, meta, scan values..., blob values...
 _WRITE_LUA = """
 local n_scan = tonumber(ARGV[1])
 local n_blob = tonumber(ARGV[2])
