@@ -46,7 +46,7 @@ def test_readme_first_command_writes_the_json(tmp_path: Path) -> None:
     out = json.loads((tmp_path / "near_duplicate_image.json").read_text())
     labels = json.loads((SAMPLES / "labels.json").read_text())
     assert set(out) == set(labels["queries"])
-    for name, matches in out.items():
+    for matches in out.values():
         for pid, similarity in matches:
             assert isinstance(pid, str) and 0 < similarity <= 100
         sims = [m[1] for m in matches]
