@@ -186,6 +186,27 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover
 
 
+def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
+    from common import presets
+    from producer.dedup import run_dedup
+
+    radius = presets.resolve(
+        args.preset or settings.preset, args.max_distance, settings.min_similarity
+    ).max_distance
+    with open_session(settings) as sess:
+        shards = args.shards or max(1, 2 * (sess.settings.workers))
+        result = run_dedup(
+            sess, radius, shards, progress=not args.quiet, timeout=args.timeout, with_pairs=not args.no_pairs
+        )
+    write_json_atomic(Path(args.output), result)
+    say(
+        f"dedup: {result['products']} products, {result['pairs_found']} pairs within distance {radius}, "
+        f"{result['groups_found']} groups ({result['products_in_groups']} products) in {result['seconds']} s "
+        f"-> {args.output}"
+    )
+    return EXIT_OK
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     with open_session(settings, workers=False) as sess:
         failures = sess.store.failures()
@@ -263,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", default=None, help="worker node name")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("dedup", help="all near-duplicate pairs and groups in the whole index")
+    p.add_argument("-o", "--output", default="near_duplicate_groups.json", help="output JSON")
+    p.add_argument("--preset", default=None, help="its dHash radius is the pair threshold")
+    p.add_argument("--max-distance", type=int, default=None, help="dHash radius (overrides the preset)")
+    p.add_argument(
+        "--shards", type=int, default=None, help="tasks to split the work into (default 2 per worker)"
+    )
+    p.add_argument("--no-pairs", action="store_true", help="write the groups only")
+    _common_job_args(p)
+    p.set_defaults(func=cmd_dedup)
 
     p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures")
     p.set_defaults(func=cmd_status)
