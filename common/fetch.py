@@ -89,6 +89,9 @@ class FetchPolicy:
 # --------------------------------------------------------------------------- address policy
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix: the last 32 bits are IPv4
+
+
 def is_public_address(ip: IPAddress) -> bool:
     """True only for globally routable unicast addresses; embedded IPv4 in IPv6 is judged as IPv4."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -108,9 +111,6 @@ def is_public_address(ip: IPAddress) -> bool:
         or ip.is_unspecified
         or not ip.is_global  # also covers 100.64/10 (CGNAT), documentation and benchmark ranges
     )
-
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def _literal_ip(host: str) -> IPAddress | None:
