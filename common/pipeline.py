@@ -1,18 +1,45 @@
-"""The matching pipeline: which signatures describe an image, and how a query becomes matches."""
+"""The matching pipeline: which signals describe an image, and how a query becomes matches.
+
+Stages (all but `original`):
+  1. exact  — a 64-bit prefix of sha256(raw bytes) scanned at radius 0;
+  2. candidates — 64-bit scans: dHash (the rule's radius), pHash, dHash of the trimmed content box
+     (both ways, so padding/letterbox is undone), and dHash of a few crop windows; the closest
+     `max_candidates` by their best distance go on;
+  3. verification — PDQ (256-bit, stored as a blob) within `pdq_max` confirms edits of the whole
+     photo; otherwise ORB keypoints + RANSAC with plausible crop/pad geometry confirm crops.
+     Low-information images (low PDQ quality: flat, mostly blank) need ORB, not PDQ alone.
+`original` is the replaced system's rule: dHash distance <= max_distance, nothing else.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import imagehash
+import numpy as np
 from PIL import Image
 
-from common import matching
+from common import matching, normalise, plugins, verify
 from common.presets import Rule
 from common.signatures import DHASH, dhash64, pack64, unpack64
 from common.snapshot import Snapshot
 
-# Signals loaded into every query worker's memory and scanned.
-SCAN_SIGNALS: tuple[str, ...] = (DHASH,)
+SHA = "sha256p64@1"  # first 8 bytes of sha256 of the raw file (of the RGB pixels when raw is absent)
+PHASH = "phash64@1"  # imagehash.phash(image), 64 bits
+DHASH_TRIM = "dhash64.trim@1"  # dHash of the content box inside uniform borders
+DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
+PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
+ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
+GARMENT = plugins.key(plugins.GarmentColour())  # criterion-3 plugin signal, reported in `extra` only
+
+SCAN_SIGNALS: tuple[str, ...] = (DHASH, SHA, PHASH, DHASH_TRIM, *DHASH_CROPS)
+BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, GARMENT)
+
+_LOW_QUALITY = 50  # PDQ's own quality score; below it (flat images) PDQ agreement is not evidence
+
+Blobs = Callable[[str, list[str]], list[bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -20,27 +47,151 @@ class Match:
     product_id: str
     similarity: float  # dHash similarity percent, the original system's figure
     distance: int  # dHash Hamming distance of 64
-    stage: str  # which stage or signal matched it
+    stage: str  # which stage or signal matched it: exact, dhash, pdq, orb
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _pdq(image: Image.Image) -> bytes:
+    import pdqhash  # imported here: only the verified presets need it, and it is a compiled wheel
+
+    bits, quality = pdqhash.compute(np.asarray(image.convert("RGB")))
+    return np.packbits(bits.astype(np.uint8)).tobytes() + bytes([max(0, min(100, int(quality)))])
+
+
+def _phash(image: Image.Image) -> int:
+    return int(str(imagehash.phash(image)), 16)
+
+
 def describe(image: Image.Image, raw: bytes | None = None) -> dict[str, bytes]:
-    """Every signature stored for one inventory image (and computed for a query)."""
-    return {DHASH: pack64(dhash64(image))}
+    """Every signal stored for one inventory image (and computed for a query)."""
+    image = image.convert("RGB")
+    content = normalise.trimmed(image)
+    digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
+    sigs = {
+        DHASH: pack64(dhash64(image)),
+        SHA: digest[:8],
+        PHASH: pack64(_phash(image)),
+        DHASH_TRIM: pack64(dhash64(content)),
+        PDQ: _pdq(image),
+        ORB: verify.pack(verify.extract(image)),
+        GARMENT: plugins.GarmentColour().describe(image),
+    }
+    for key, view in zip(DHASH_CROPS, normalise.crop_views(image), strict=True):
+        sigs[key] = pack64(dhash64(view))
+    return sigs
 
 
-def find_matches(query: dict[str, bytes], snap: Snapshot, rule: Rule, exclude: str | None = None) -> list[Match]:
-    """Inventory products matching the query, best first, ties by productId, never `exclude`."""
+def _scan(snap: Snapshot, key: str, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(snap, "scan"):  # the fast Snapshot (another module's job) may bring its own scan
+        return snap.scan(key, query, radius)
+    return matching.scan(snap.column(key), query, radius)
+
+
+def _pdq_distance(a: bytes, b: bytes) -> int:
+    x = np.frombuffer(a[:32], np.uint8) ^ np.frombuffer(b[:32], np.uint8)
+    return int(np.unpackbits(x).sum())
+
+
+def find_matches(
+    query: dict[str, bytes],
+    snap: Snapshot,
+    rule: Rule,
+    exclude: str | None = None,
+    blobs: Blobs | None = None,
+) -> list[Match]:
+    """Products matching the query, best first (dHash distance), ties by productId, never `exclude`."""
     if not len(snap):
         return []
-    rows, dist = matching.scan(snap.column(DHASH), unpack64(query[DHASH]), rule.max_distance)
-    found = [
-        Match(snap.ids[r], matching.similarity(int(d)), int(d), "dhash")
-        for r, d in zip(rows.tolist(), dist.tolist(), strict=True)
-        if snap.ids[r] != exclude
-    ]
-    found.sort(key=lambda m: (m.distance, m.product_id))
+    q_dh = unpack64(query[DHASH])
+    if not rule.verified:
+        rows, dist = _scan(snap, DHASH, q_dh, rule.max_distance)
+        dh_of = dict(zip(rows.tolist(), dist.tolist(), strict=True))
+        return _ranked(snap, {r: ("dhash", {}) for r in dh_of}, dh_of, exclude)
+
+    # Every accepted row reports its dHash distance (the original's similarity), so keep them all.
+    dh_all = matching.distances(snap.column(DHASH), q_dh)
+    accepted: dict[int, tuple[str, dict]] = {}
+    if SHA in query and SHA in snap.signal_keys:
+        rows, _ = _scan(snap, SHA, unpack64(query[SHA]), 0)
+        accepted.update({r: ("exact", {}) for r in rows.tolist()})
+
+    # Candidates: best distance over every view pairing; dHash keeps the rule's (overridable) radius.
+    near = np.flatnonzero(dh_all <= rule.max_distance)
+    best: dict[int, int] = dict(zip(near.tolist(), dh_all[near].tolist(), strict=True))
+    views = [(PHASH, PHASH), (DHASH_TRIM, DHASH_TRIM), (DHASH, DHASH_TRIM)]
+    views += [(key, DHASH) for key in DHASH_CROPS]
+    for column, qkey in views:
+        if column not in snap.signal_keys or qkey not in query:
+            continue
+        rows, dist = _scan(snap, column, unpack64(query[qkey]), rule.candidate_radius)
+        for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
+            if d < best.get(r, 65):
+                best[r] = d
+    excluded_row = snap.rows.get(exclude) if exclude is not None else None
+    order = sorted(
+        (r for r in best if r not in accepted and r != excluded_row),
+        key=lambda r: (best[r], int(dh_all[r]), snap.ids[r]),
+    )[: rule.max_candidates]
+
+    if blobs is None:
+        # No blob store (library use without Redis): only two agreeing scans are trusted.
+        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), 6)
+        ph_of = dict(zip(ph_rows.tolist(), ph_dist.tolist(), strict=True))
+        for r in order:
+            if dh_all[r] <= 6 and r in ph_of:
+                accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
+        return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs))
+    return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+
+def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: np.ndarray) -> dict[int, int]:
+    return {r: int(dh_all[r]) for r in accepted}
+
+
+def _verify(
+    query: dict[str, bytes], ids: list[str], rows: list[int], rule: Rule, blobs: Blobs
+) -> dict[int, tuple[str, dict]]:
+    if not ids:
+        return {}
+    found: dict[int, tuple[str, dict]] = {}
+    pending: list[int] = []
+    q_pdq = query.get(PDQ)
+    stored = blobs(PDQ, ids) if q_pdq else [None] * len(ids)
+    for i, blob in enumerate(stored):
+        if blob is None or q_pdq is None:
+            pending.append(i)
+            continue
+        d = _pdq_distance(q_pdq, blob)
+        informative = min(q_pdq[32], blob[32]) >= _LOW_QUALITY
+        if d <= rule.pdq_max and informative:
+            found[rows[i]] = ("pdq", {"pdq": d})
+        else:
+            pending.append(i)
+    if pending and ORB in query:
+        q_feat = verify.unpack(query[ORB])
+        for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
+            if blob is None:
+                continue
+            verdict = verify.verify(q_feat, verify.unpack(blob))
+            if verdict.passes(rule.orb_min_inliers):
+                found[rows[i]] = ("orb", {"orb_inliers": verdict.inliers, "orb_matches": verdict.good})
     return found
+
+
+def _ranked(
+    snap: Snapshot, accepted: dict[int, tuple[str, dict]], dh_of: dict[int, int], exclude: str | None
+) -> list[Match]:
+    out = []
+    for row, (stage, extra) in accepted.items():
+        pid = snap.ids[row]
+        if pid == exclude:
+            continue
+        dist = dh_of[row]
+        out.append(Match(pid, matching.similarity(dist), dist, stage, {"dhash": dist, **extra}))
+    out.sort(key=lambda m: (m.distance, m.product_id))
+    return out

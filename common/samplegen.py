@@ -50,15 +50,62 @@ Rng = np.random.Generator
 
 # Garment outlines in unit coordinates: x in [-0.5, 0.5] around the centre, y from 0 (neckline) down.
 _SHAPES: dict[str, list[tuple[float, float]]] = {
-    "tshirt": [(-0.14, 0), (-0.33, 0.04), (-0.56, 0.30), (-0.44, 0.40), (-0.33, 0.30), (-0.33, 1.0),
-               (0.33, 1.0), (0.33, 0.30), (0.44, 0.40), (0.56, 0.30), (0.33, 0.04), (0.14, 0)],
-    "longsleeve": [(-0.14, 0), (-0.34, 0.04), (-0.58, 0.86), (-0.47, 0.90), (-0.34, 0.36), (-0.34, 1.0),
-                   (0.34, 1.0), (0.34, 0.36), (0.47, 0.90), (0.58, 0.86), (0.34, 0.04), (0.14, 0)],
-    "tank": [(-0.16, 0), (-0.24, 0), (-0.25, 0.22), (-0.33, 0.36), (-0.33, 1.0), (0.33, 1.0),
-             (0.33, 0.36), (0.25, 0.22), (0.24, 0), (0.16, 0)],
-    "sweater": [(-0.15, 0), (-0.38, 0.06), (-0.60, 0.92), (-0.46, 0.95), (-0.37, 0.40), (-0.37, 0.94),
-                (-0.33, 1.02), (0.33, 1.02), (0.37, 0.94), (0.37, 0.40), (0.46, 0.95), (0.60, 0.92),
-                (0.38, 0.06), (0.15, 0)],
+    "tshirt": [
+        (-0.14, 0),
+        (-0.33, 0.04),
+        (-0.56, 0.30),
+        (-0.44, 0.40),
+        (-0.33, 0.30),
+        (-0.33, 1.0),
+        (0.33, 1.0),
+        (0.33, 0.30),
+        (0.44, 0.40),
+        (0.56, 0.30),
+        (0.33, 0.04),
+        (0.14, 0),
+    ],
+    "longsleeve": [
+        (-0.14, 0),
+        (-0.34, 0.04),
+        (-0.58, 0.86),
+        (-0.47, 0.90),
+        (-0.34, 0.36),
+        (-0.34, 1.0),
+        (0.34, 1.0),
+        (0.34, 0.36),
+        (0.47, 0.90),
+        (0.58, 0.86),
+        (0.34, 0.04),
+        (0.14, 0),
+    ],
+    "tank": [
+        (-0.16, 0),
+        (-0.24, 0),
+        (-0.25, 0.22),
+        (-0.33, 0.36),
+        (-0.33, 1.0),
+        (0.33, 1.0),
+        (0.33, 0.36),
+        (0.25, 0.22),
+        (0.24, 0),
+        (0.16, 0),
+    ],
+    "sweater": [
+        (-0.15, 0),
+        (-0.38, 0.06),
+        (-0.60, 0.92),
+        (-0.46, 0.95),
+        (-0.37, 0.40),
+        (-0.37, 0.94),
+        (-0.33, 1.02),
+        (0.33, 1.02),
+        (0.37, 0.94),
+        (0.37, 0.40),
+        (0.46, 0.95),
+        (0.60, 0.92),
+        (0.38, 0.06),
+        (0.15, 0),
+    ],
 }
 _JEANS = [(-0.30, 0), (0.30, 0), (0.36, 1.0), (0.08, 1.0), (0.0, 0.30), (-0.08, 1.0), (-0.36, 1.0)]
 
@@ -130,17 +177,26 @@ def _logo(rng: Rng, layer: Image.Image, box: tuple[float, float, float, float]) 
     colour = _colour(rng)
     if rng.random() < 0.5:
         r = rng.uniform(6, 16)
-        draw.regular_polygon((cx, cy, r), int(rng.integers(3, 7)), rotation=float(rng.uniform(0, 90)),
-                             fill=colour)
+        draw.regular_polygon(
+            (cx, cy, r), int(rng.integers(3, 7)), rotation=float(rng.uniform(0, 90)), fill=colour
+        )
     else:
         word = "".join(chr(int(c)) for c in rng.integers(65, 91, size=int(rng.integers(3, 7))))
         font = ImageFont.load_default(size=int(rng.integers(14, 30)))
         draw.text((cx, cy), word, fill=colour, font=font, anchor="mm")
 
 
-def _garment(rng: Rng, canvas: Image.Image, shape: list[tuple[float, float]], cx: float, top: float,
-             width: float, height: float, colour: tuple[int, int, int] | None = None,
-             fabric_seed: int | None = None) -> None:
+def _garment(
+    rng: Rng,
+    canvas: Image.Image,
+    shape: list[tuple[float, float]],
+    cx: float,
+    top: float,
+    width: float,
+    height: float,
+    colour: tuple[int, int, int] | None = None,
+    fabric_seed: int | None = None,
+) -> None:
     """Draw one garment with its shadow, fabric, shading and folds onto `canvas`."""
     pts = [(cx + x * width, top + y * height) for x, y in shape]
     mask = Image.new("L", canvas.size, 0)
@@ -170,12 +226,18 @@ def _garment(rng: Rng, canvas: Image.Image, shape: list[tuple[float, float]], cx
     # Neckline: an opening showing the backdrop (or the inside of the garment, darker).
     neck_w = abs(shape[-1][0] - shape[0][0]) * width / 2
     inner = tuple(int(c * 0.7) for c in base)
-    ImageDraw.Draw(canvas).chord([cx - neck_w, top - neck_w * 0.6, cx + neck_w, top + neck_w * 0.6], 0, 180,
-                                 fill=inner)
+    ImageDraw.Draw(canvas).chord(
+        [cx - neck_w, top - neck_w * 0.6, cx + neck_w, top + neck_w * 0.6], 0, 180, fill=inner
+    )
 
 
-def render_product(rng: Rng, kind: str | None = None, fabric_seed: int | None = None,
-                   colour: tuple[int, int, int] | None = None, layout_seed: int | None = None) -> Image.Image:
+def render_product(
+    rng: Rng,
+    kind: str | None = None,
+    fabric_seed: int | None = None,
+    colour: tuple[int, int, int] | None = None,
+    layout_seed: int | None = None,
+) -> Image.Image:
     """One studio product photo. `layout_seed` + a new colour gives a colour variant of a product."""
     lay = rng if layout_seed is None else np.random.default_rng(layout_seed)
     canvas = _background(lay)
@@ -303,8 +365,9 @@ def _product_ids(rng: Rng, n: int) -> list[str]:
     return ids
 
 
-def generate(out_dir: str | Path, n_products: int = 40, n_queries_per_kind: int = 2, seed: int = 0,
-             n_other: int = 3) -> dict:
+def generate(
+    out_dir: str | Path, n_products: int = 40, n_queries_per_kind: int = 2, seed: int = 0, n_other: int = 3
+) -> dict:
     """Write inventory/, queries/, labels.json and catalog.csv under `out_dir`; return the labels.
 
     Every kind in KINDS gets `n_queries_per_kind` queries; edited queries use distinct products while
@@ -338,14 +401,22 @@ def generate(out_dir: str | Path, n_products: int = 40, n_queries_per_kind: int 
         pid = str(source_cycle[i % len(source_cycle)]) if source_cycle else ""
         if kind == "distractor" or not pid:
             data = jpeg_bytes(render_product(rng))
-            entry = {"category": "distractor", "ignore": [], "matches": [],
-                     "transform": "generated photo of a product absent from the inventory"}
+            entry = {
+                "category": "distractor",
+                "ignore": [],
+                "matches": [],
+                "transform": "generated photo of a product absent from the inventory",
+            }
         elif kind == "variant":
             # Same layout and cut, another fabric colour: the generated analogue of a colourway.
             img = render_product(rng, layout_seed=layouts[pid], colour=_colour(rng))
             data = jpeg_bytes(img)
-            entry = {"category": "variant", "ignore": [pid], "matches": [],
-                     "transform": f"another colour of product {pid} (same layout)"}
+            entry = {
+                "category": "variant",
+                "ignore": [pid],
+                "matches": [],
+                "transform": f"another colour of product {pid} (same layout)",
+            }
         elif kind == "exact":
             data = photos[pid]
             entry = {"category": "1", "ignore": [], "matches": [pid], "transform": "exact byte copy"}
@@ -358,8 +429,13 @@ def generate(out_dir: str | Path, n_products: int = 40, n_queries_per_kind: int 
         queries[name] = entry
 
     counts = Counter(q["category"] for q in queries.values())
-    labels = {"counts": dict(sorted(counts.items())), "inventory": sorted(inventory),
-              "queries": queries, "version": LABELS_VERSION, "seed": seed}
+    labels = {
+        "counts": dict(sorted(counts.items())),
+        "inventory": sorted(inventory),
+        "queries": queries,
+        "version": LABELS_VERSION,
+        "seed": seed,
+    }
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     _write_catalog(out / "catalog.csv", rng, inventory, others)
     return labels
@@ -383,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Generate a labelled near-duplicate sample set.")
     ap.add_argument("out_dir")
     ap.add_argument("--products", type=int, default=40)
-    ap.add_argument("--per-kind", type=int, default=2, help="queries per kind (%s)" % ", ".join(KINDS))
+    ap.add_argument("--per-kind", type=int, default=2, help="queries per kind ({})".format(", ".join(KINDS)))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--other", type=int, default=3, help="non-top catalog rows (jeans)")
     args = ap.parse_args(argv)

@@ -65,7 +65,9 @@ def test_every_kind_is_present_once_per_kind(generated: tuple[Path, dict]) -> No
 def test_exact_query_is_a_byte_copy(generated: tuple[Path, dict]) -> None:
     out, labels = generated
     ((name, q),) = [(n, q) for n, q in labels["queries"].items() if q["category"] == "1"]
-    assert (out / "queries" / name).read_bytes() == (out / "inventory" / f"{q['matches'][0]}.jpg").read_bytes()
+    assert (out / "queries" / name).read_bytes() == (
+        out / "inventory" / f"{q['matches'][0]}.jpg"
+    ).read_bytes()
 
 
 def test_catalog_csv_has_relative_paths_and_non_tops(generated: tuple[Path, dict]) -> None:

@@ -1,0 +1,249 @@
+"""Accuracy benchmark: precision, recall, F1 per criterion and edit, for every preset and the original rule.
+
+In-process (describe inventory -> Snapshot -> find_matches per query), on ../shared/devset when
+present and on a generated labelled set:
+
+    python benchmarks/bench_accuracy.py                   # devset (if present) + generated 60
+    python benchmarks/bench_accuracy.py --generated 300 --no-devset
+    python benchmarks/bench_accuracy.py --scale 1000000   # also: per-query cost at 1M synthetic rows
+
+`score_predictions(labels, preds)` takes {query file: [product ids]} and returns the scores, so a
+mode that gets predictions from the real workers only has to produce that mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import pipeline, presets, samplegen  # noqa: E402
+from common.plugins import GarmentColour  # noqa: E402
+from common.snapshot import Snapshot  # noqa: E402
+
+DEVSET = ROOT.parent / "shared" / "devset"
+ORDER = ("original", "strict", "balanced", "loose")
+
+
+def _load_scorer(folder: Path) -> Callable[[dict, dict], dict] | None:
+    path = folder / "score.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("devset_score", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.score
+
+
+def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callable | None = None) -> dict:
+    """The devset's score.py when given, else the same logic reimplemented here."""
+    if scorer is not None:
+        return scorer(labels, preds)
+    inventory = set(labels["inventory"])
+    tp = fp = n_true = 0
+    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    flagged_any: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name, q in labels["queries"].items():
+        flagged = set(preds.get(name, ())) & inventory
+        truth, ignore = set(q["matches"]), set(q["ignore"])
+        hits = len(flagged & truth)
+        tp += hits
+        fp += len(flagged - truth - ignore)
+        n_true += len(truth)
+        cat = q["category"]
+        per_cat[cat][0] += hits
+        per_cat[cat][1] += len(truth)
+        flagged_any[cat][0] += bool(flagged - ignore) if cat != "variant" else bool(flagged & ignore)
+        flagged_any[cat][1] += 1
+        if cat in ("2", "4"):
+            for op in {part.split()[0] for part in q["transform"].split("; ")}:
+                per_op[op][0] += hits
+                per_op[op][1] += len(truth)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+    def rate(cat: str) -> float | None:
+        return flagged_any[cat][0] / flagged_any[cat][1] if flagged_any[cat][1] else None
+
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_positives": tp,
+        "false_positives": fp,
+        "recall_by_criterion": {c: f / e for c, (f, e) in sorted(per_cat.items()) if e},
+        "recall_by_edit": {op: f / e for op, (f, e) in sorted(per_op.items()) if e},
+        "distractor_false_match_rate": rate("distractor"),
+        "variant_flag_rate": rate("variant"),
+    }
+
+
+def _describe_file(path: str) -> dict[str, bytes]:
+    raw = Path(path).read_bytes()
+    return pipeline.describe(Image.open(io.BytesIO(raw)).convert("RGB"), raw)
+
+
+def describe_all(paths: list[Path], workers: int) -> list[dict[str, bytes]]:
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_describe_file, [str(p) for p in paths], chunksize=8))
+
+
+class MemoryIndex:
+    """Snapshot + blob dict: what the query worker has (scan columns) and fetches (blobs)."""
+
+    def __init__(self, ids: list[str], sigs: list[dict[str, bytes]]) -> None:
+        self.snap = Snapshot(pipeline.SCAN_SIGNALS)
+        self.snap.load(ids, {k: [s[k] for s in sigs] for k in pipeline.SCAN_SIGNALS}, version=1)
+        self.store = {k: dict(zip(ids, (s[k] for s in sigs), strict=True)) for k in pipeline.BLOB_SIGNALS}
+        self.fetched = 0
+
+    def blobs(self, key: str, ids: list[str]) -> list[bytes | None]:
+        self.fetched += len(ids)
+        return [self.store[key].get(i) for i in ids]
+
+
+def evaluate(folder: Path, workers: int, title: str) -> dict[str, dict]:
+    labels = json.loads((folder / "labels.json").read_text())
+    scorer = _load_scorer(folder)
+    t0 = time.perf_counter()
+    inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
+    names = list(labels["queries"])
+    qs = describe_all([folder / "queries" / n for n in names], workers)
+    n_img = len(inv) + len(qs)
+    print(
+        f"\n== {title}: {len(inv)} products, {len(qs)} queries "
+        f"(describe {1000 * (time.perf_counter() - t0) * workers / n_img:.1f} ms/image/core)"
+    )
+    index = MemoryIndex(labels["inventory"], inv)
+    results: dict[str, dict] = {}
+    for name in ORDER:
+        rule = presets.PRESETS[name]
+        index.fetched = 0
+        preds: dict[str, list[str]] = {}
+        stages: dict[str, int] = defaultdict(int)
+        t = time.perf_counter()
+        for qname, q in zip(names, qs, strict=True):
+            found = pipeline.find_matches(q, index.snap, rule, blobs=index.blobs)
+            preds[qname] = [m.product_id for m in found]
+            for m in found:
+                stages[m.stage] += 1
+        ms = 1000 * (time.perf_counter() - t) / len(qs)
+        r = score_predictions(labels, preds, scorer)
+        r.update(ms_per_query=ms, blobs_per_query=index.fetched / len(qs), stages=dict(stages))
+        results[name] = r
+    _print_table(results)
+    _plugin_report(labels, names, qs, index)
+    return results
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    cols = ("P", "R", "F1", "c1", "c2", "c4", "distr", "var", "ms/q")
+    print(f"{'preset':9s} " + " ".join(f"{c:>6s}" for c in cols))
+    for name, r in results.items():
+        c = r["recall_by_criterion"]
+        print(
+            f"{name:9s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {c.get('1', 0):6.3f} "
+            f"{c.get('2', 0):6.3f} {c.get('4', 0):6.3f} {r['distractor_false_match_rate'] or 0:6.3f} "
+            f"{r['variant_flag_rate'] or 0:6.3f} {r['ms_per_query']:6.2f}"
+        )
+    for name, r in results.items():
+        edits = ", ".join(f"{k} {v:.2f}" for k, v in r["recall_by_edit"].items())
+        print(f"  {name:9s} by edit: {edits}")
+        print(f"  {name:9s} stages: {r['stages']}  blobs fetched/query: {r['blobs_per_query']:.1f}")
+
+
+def _plugin_report(labels: dict, names: list[str], qs: list[dict], index: MemoryIndex) -> None:
+    """Criterion-3 proxy: does the garment-colour plugin rank a colour variant's sibling high?"""
+    plugin = GarmentColour()
+    store = index.store[pipeline.GARMENT]
+    ids = labels["inventory"]
+    ranks, sib_scores = [], []
+    for qname, q in zip(names, qs, strict=True):
+        lab = labels["queries"][qname]
+        if lab["category"] != "variant":
+            continue
+        scores = np.array([plugin.compare(q[pipeline.GARMENT], store[p]) for p in ids])
+        sib = ids.index(lab["ignore"][0])
+        ranks.append(int((scores > scores[sib]).sum()))
+        sib_scores.append(scores[sib])
+    if ranks:
+        r = np.array(ranks)
+        print(
+            f"  plugin {pipeline.GARMENT}: variant sibling rank (0 = best of {len(ids)}): "
+            f"median {np.median(r):.0f}, "
+            f"top-10 {np.mean(r < 10):.2f}; sibling score median {np.median(sib_scores):.2f}"
+        )
+
+
+def measure_scale(n_rows: int, folder: Path, workers: int, n_queries: int = 100) -> None:
+    """Per-query cost of find_matches with `n_rows` synthetic random rows plus the real inventory."""
+    labels = json.loads((folder / "labels.json").read_text())
+    inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
+    names = list(labels["queries"])[:n_queries]
+    qs = describe_all([folder / "queries" / n for n in names], workers)
+    rng = np.random.default_rng(0)
+    fake_ids = [f"9{i:09d}" for i in range(n_rows)]
+    snap = Snapshot(pipeline.SCAN_SIGNALS)
+    cols = {}
+    for k in pipeline.SCAN_SIGNALS:
+        real = [s[k] for s in inv]
+        fake = rng.integers(0, 2**63, size=n_rows, dtype=np.int64).astype(">u8").tobytes()
+        cols[k] = real + [fake[i * 8 : i * 8 + 8] for i in range(n_rows)]
+    snap.load(labels["inventory"] + fake_ids, cols, version=1)
+    index = MemoryIndex(labels["inventory"], inv)
+    for name in ORDER:
+        t = time.perf_counter()
+        for q in qs:
+            pipeline.find_matches(q, snap, presets.PRESETS[name], blobs=index.blobs)
+        print(
+            f"  scale {len(snap):,} rows, {name:9s}: "
+            f"{1000 * (time.perf_counter() - t) / len(qs):.2f} ms/query"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devset", type=Path, default=DEVSET)
+    ap.add_argument("--no-devset", action="store_true")
+    ap.add_argument("--generated", type=int, default=60, help="products in the generated set (0: skip)")
+    ap.add_argument("--per-kind", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--scale", type=int, default=0, help="also time queries against this many rows")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="write all results here")
+    args = ap.parse_args(argv)
+    out: dict[str, dict] = {}
+    if not args.no_devset:
+        if (args.devset / "labels.json").is_file():
+            out["devset"] = evaluate(args.devset, args.workers, f"devset {args.devset}")
+        else:
+            print(f"devset not found at {args.devset}: skipped")
+    if args.generated:
+        with tempfile.TemporaryDirectory() as tmp:
+            samplegen.generate(tmp, args.generated, args.per_kind, args.seed)
+            out["generated"] = evaluate(Path(tmp), args.workers, f"generated (seed {args.seed})")
+    if args.scale:
+        folder = args.devset if (args.devset / "labels.json").is_file() else ROOT / "samples"
+        measure_scale(args.scale, folder, args.workers)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Normalising views of an image before hashing: uniform-border trim and fixed crop windows.
+
+Padding and letterboxing add uniform bands that move every global hash; trimming them on both sides
+(inventory and query, same rule) restores comparable content. Crop windows give the inventory a few
+pre-cropped views so a cropped query still lands near one of them.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# Crop windows (left, top, right, bottom as fractions) stored per inventory image. Measured on the
+# devset: with these, a cropped query's source ranks in the top 8 candidates 0.53 of the time (0.39
+# without), at one 64-bit column each.
+CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = (
+    (0.075, 0.075, 0.925, 0.925),
+    (0.0, 0.0, 1.0, 0.85),
+    (0.0, 0.15, 1.0, 1.0),
+)
+
+_WORK_SIDE = 256
+_TOLERANCE = 10  # per-channel difference still counted as the border colour (JPEG ringing, noise)
+_KEEP = 0.97  # share of a line's pixels that must match for the line to count as border
+
+
+def trim_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """Box (left, top, right, bottom) inside uniform borders; the whole image when nothing is uniform.
+
+    Each side walks inwards while its lines stay within tolerance of that side's outermost line,
+    after a 3x3 median that removes salt-and-pepper specks.
+    """
+    full = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    fh, fw, _ = full.shape
+    # Work on a reduced copy (<= 256 px): 4-8x cheaper, and area averaging also tames noise.
+    scale = min(1.0, _WORK_SIDE / max(fh, fw))
+    small = (
+        cv2.resize(full, (max(1, round(fw * scale)), max(1, round(fh * scale))), interpolation=cv2.INTER_AREA)
+        if scale < 1
+        else full
+    )
+    a = cv2.medianBlur(small, 3).astype(np.int16)
+    h, w, _ = a.shape
+
+    def depth(lines: np.ndarray) -> int:
+        # lines: (n_lines, n_pixels, 3), outermost first; vectorised over all lines of one side.
+        ref = np.median(lines[0], axis=0)
+        ok = (np.abs(lines - ref).max(axis=2) <= _TOLERANCE).mean(axis=1) >= _KEEP
+        if not ok[0]:
+            return 0
+        bad = np.flatnonzero(~ok)
+        return int(bad[0]) if len(bad) else len(ok)
+
+    top, bottom = depth(a), depth(a[::-1])
+    left, right = depth(a.transpose(1, 0, 2)), depth(a.transpose(1, 0, 2)[::-1])
+    if top + bottom >= h - 8 or left + right >= w - 8:
+        return (0, 0, fw, fh)  # (almost) blank image: nothing sensible to trim to
+    # Back to full resolution, rounding inwards by at most one reduced pixel.
+    box = (
+        int(np.ceil(left / scale)),
+        int(np.ceil(top / scale)),
+        int(np.floor((w - right) / scale)),
+        int(np.floor((h - bottom) / scale)),
+    )
+    return (
+        min(box[0], fw),
+        min(box[1], fh),
+        max(min(box[2], fw), box[0] + 1),
+        max(min(box[3], fh), box[1] + 1),
+    )
+
+
+def trimmed(image: Image.Image) -> Image.Image:
+    box = trim_box(image)
+    return image if box == (0, 0, *image.size) else image.crop(box)
+
+
+def crop_views(image: Image.Image) -> list[Image.Image]:
+    w, h = image.size
+    return [
+        image.crop((round(a * w), round(b * h), round(c * w), round(d * h))) for a, b, c, d in CROP_WINDOWS
+    ]

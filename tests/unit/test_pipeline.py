@@ -1,0 +1,131 @@
+"""The matching pipeline on generated photos: exact, edits and crops found; others not; exclude; order."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from common import pipeline, presets, samplegen
+from common.snapshot import Snapshot
+
+
+class Index:
+    def __init__(self, items: dict[str, dict[str, bytes]]) -> None:
+        self.snap = Snapshot(pipeline.SCAN_SIGNALS)
+        ids = sorted(items)
+        self.snap.load(ids, {k: [items[i][k] for i in ids] for k in pipeline.SCAN_SIGNALS}, version=1)
+        self.items = items
+        self.calls: list[tuple[str, int]] = []
+
+    def blobs(self, key: str, ids: list[str]) -> list[bytes | None]:
+        self.calls.append((key, len(ids)))
+        return [self.items[i].get(key) for i in ids]
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    return samplegen.jpeg_bytes(im)
+
+
+def _describe(data: bytes) -> dict[str, bytes]:
+    return pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> tuple[dict[str, bytes], Index]:
+    rng = np.random.default_rng(17)
+    photos = {f"00000000{i:02d}": _jpeg(samplegen.render_product(rng)) for i in range(12)}
+    return photos, Index({pid: _describe(data) for pid, data in photos.items()})
+
+
+BALANCED = presets.PRESETS["balanced"]
+
+
+def _ids(found: list[pipeline.Match]) -> list[str]:
+    return [m.product_id for m in found]
+
+
+def test_signals_cover_the_contract(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    sigs = index.items["0000000000"]
+    assert pipeline.SCAN_SIGNALS[0] == "dhash64@1"
+    for key in pipeline.SCAN_SIGNALS:
+        assert len(sigs[key]) == 8
+    assert set(pipeline.BLOB_SIGNALS) <= set(sigs)
+
+
+def test_exact_copy_is_found_first(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    found = pipeline.find_matches(_describe(photos["0000000003"]), index.snap, BALANCED, blobs=index.blobs)
+    assert found[0].product_id == "0000000003"
+    assert found[0].stage == "exact" and found[0].similarity == 100.0
+
+
+def test_colour_edit_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    src = Image.open(io.BytesIO(photos["0000000005"])).convert("RGB")
+    query = _describe(_jpeg(ImageEnhance.Brightness(src).enhance(1.3)))
+    found = pipeline.find_matches(query, index.snap, BALANCED, blobs=index.blobs)
+    assert _ids(found) == ["0000000005"]
+    assert found[0].stage in ("pdq", "orb")
+
+
+def test_crop_is_found_by_local_features(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    src = Image.open(io.BytesIO(photos["0000000007"])).convert("RGB")
+    query = _describe(_jpeg(src.crop((20, 40, 340, 500))))  # near a stored crop window
+    found = pipeline.find_matches(query, index.snap, BALANCED, blobs=index.blobs)
+    assert "0000000007" in _ids(found)
+
+
+def test_letterbox_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    src = Image.open(io.BytesIO(photos["0000000008"])).convert("RGB")
+    query = _describe(_jpeg(ImageOps.pad(src, (540, 540), color=(0, 0, 0))))
+    found = pipeline.find_matches(query, index.snap, BALANCED, blobs=index.blobs)
+    assert _ids(found) == ["0000000008"]
+
+
+def test_unrelated_photo_is_not_found(catalog: tuple[dict[str, bytes], Index]) -> None:
+    _, index = catalog
+    other = _describe(_jpeg(samplegen.render_product(np.random.default_rng(999))))
+    assert pipeline.find_matches(other, index.snap, BALANCED, blobs=index.blobs) == []
+
+
+def test_exclude_and_blob_calls_are_bounded(catalog: tuple[dict[str, bytes], Index]) -> None:
+    photos, index = catalog
+    index.calls.clear()
+    query = index.items["0000000002"]
+    found = pipeline.find_matches(query, index.snap, BALANCED, exclude="0000000002", blobs=index.blobs)
+    assert "0000000002" not in _ids(found)
+    assert len(index.calls) <= 2 and all(n <= BALANCED.max_candidates for _, n in index.calls)
+
+
+def test_original_rule_is_dhash_only_and_ordered(catalog: tuple[dict[str, bytes], Index]) -> None:
+    _, index = catalog
+    query = index.items["0000000004"]
+    wide = presets.resolve("original", max_distance=64)
+    found = pipeline.find_matches(query, index.snap, wide)
+    assert len(found) == 12 and {m.stage for m in found} == {"dhash"}
+    assert [(m.distance, m.product_id) for m in found] == sorted((m.distance, m.product_id) for m in found)
+    assert found[0].product_id == "0000000004" and found[0].distance == 0
+
+
+def test_without_blob_store_only_agreeing_hashes_match(catalog: tuple[dict[str, bytes], Index]) -> None:
+    _, index = catalog
+    found = pipeline.find_matches(index.items["0000000006"], index.snap, BALANCED)
+    assert _ids(found)[0] == "0000000006"
+
+
+def test_empty_snapshot() -> None:
+    snap = Snapshot(pipeline.SCAN_SIGNALS)
+    query = pipeline.describe(Image.new("RGB", (40, 60), (250, 250, 250)))
+    assert pipeline.find_matches(query, snap, BALANCED, blobs=lambda k, ids: []) == []
+
+
+def test_resolve_override_keeps_the_verification() -> None:
+    rule = presets.resolve("balanced", min_similarity=90)
+    assert rule.max_distance == 6 and rule.verified and rule.name == "balanced+d6"
+    assert not presets.resolve("original", max_distance=8).verified
