@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -68,6 +68,7 @@ def distance_for_similarity(percent: float, bits: int = BITS) -> int:
 # Block layout and probe plans
 
 
+@cache
 def block_layout(m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(widths, shifts) of m blocks covering 64 bits, most significant first, widths as even as possible."""
     base, extra = divmod(BITS, m)
@@ -76,6 +77,7 @@ def block_layout(m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return widths, shifts
 
 
+@cache
 def sub_radii(m: int, radius: int) -> tuple[int, ...]:
     """Per-block sub-radius s_i with sum(s_i + 1) = radius + 1; -1 means the block is not probed."""
     units = [0] * m
@@ -122,6 +124,7 @@ def estimate_mih_ns(n: int, m: int, radius: int) -> float:
     return _NS_FIXED_MIH + _NS_PER_PROBE * probes + _NS_PER_CANDIDATE * candidates
 
 
+@lru_cache(maxsize=4096)
 def plan_for(n: int, radius: int, max_m: int = 8) -> Plan:
     """The cheapest exact method for one radius-`radius` query over n uniform-ish rows."""
     brute = Plan(0, radius, NS_PER_ROW_BRUTE * n)
