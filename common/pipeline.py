@@ -32,7 +32,7 @@ DHASH_TRIM = "dhash64.trim@1"  # dHash of the content box inside uniform borders
 DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
-GARMENT = plugins.key(plugins.GarmentColour())  # criterion-3 plugin signal, reported in `extra` only
+GARMENT = plugins.key(plugins.GarmentColour())  # criterion-3 plugin signal: stored, not yet used to match
 
 SCAN_SIGNALS: tuple[str, ...] = (DHASH, SHA, PHASH, DHASH_TRIM, *DHASH_CROPS)
 BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, GARMENT)
