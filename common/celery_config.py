@@ -34,10 +34,18 @@ def broker_and_backend(settings: Settings) -> tuple[str, str]:
 
 def celery_conf(settings: Settings) -> dict[str, Any]:
     broker, backend = broker_and_backend(settings)
-    # Longer than any task can run, so an unacked message is only redelivered when its worker is gone.
-    visibility = settings.task_time_limit + 60
+    limit = settings.task_time_limit
+    # The soft limit leaves the task time to record what it has not finished (see tasks.ingest).
+    soft_limit = max(1, limit - min(30, max(1, limit // 5)))
+    # Longer than any task can run, so an unacked message is only redelivered when its worker is gone
+    # (a whole worker killed: its children's messages wait in the unacked set this long).
+    visibility = limit + min(60, max(5, limit // 2))
     transport = {
         "visibility_timeout": visibility,
+        # Sweep the unacked set every few seconds (kombu's default is interval 10 s x throttle 10),
+        # so a message of a dead worker is back in its queue soon after its visibility timeout.
+        "unacked_restore_interval": max(1, min(10, visibility // 5)),
+        "unacked_restore_throttle": 1,
         "socket_timeout": 30,
         "socket_connect_timeout": 5,
         "health_check_interval": 25,
@@ -53,8 +61,11 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        "task_time_limit": limit,
+        "task_soft_time_limit": soft_limit,
+        # A task killed at the hard limit is requeued, not acked: redelivered, it meets the poison
+        # guard (tasks._delivery_count) and ends recorded as failed instead of silently lost.
+        "task_acks_on_timeout": False,
         "broker_transport_options": transport,
         "result_backend_transport_options": {
             "socket_timeout": 30,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,20 +21,27 @@ class Outcome:
     url: str
     product: Product | None = None
     error: NeardupError | None = None
+    attempts: int = 1  # downloads tried (retries of transient errors included)
 
 
 def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPolicy) -> Outcome:
     """Fetch, decode and describe one product; any failure becomes a recorded Outcome, never a raise."""
+    waits: list[float] = []  # one backoff wait per retry: counts the attempts for the failure record
+
+    def backoff(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
     try:
-        data = fetch_with_retries(url, policy, retries=settings.fetch_retries)
+        data = fetch_with_retries(url, policy, retries=settings.fetch_retries, sleep=backoff)
         image = decode(data, settings.max_image_pixels)
         return Outcome(product_id, url, Product(product_id, url, pipeline.describe(image, data)))
     except NeardupError as exc:
-        return Outcome(product_id, url, error=exc)
+        return Outcome(product_id, url, error=exc, attempts=len(waits) + 1)
     except Exception as exc:  # a bug or a library surprise must still leave a trace, not kill the chunk
         err = NeardupError("internal_error", f"{type(exc).__name__}: {exc}")
         err.stage = "describe"
-        return Outcome(product_id, url, error=err)
+        return Outcome(product_id, url, error=err, attempts=len(waits) + 1)
 
 
 def ingest_items(
@@ -47,5 +55,7 @@ def ingest_items(
     store.write([o.product for o in outcomes if o.product is not None], force=force)
     for o in outcomes:
         if o.error is not None:
-            store.record_failure(o.product_id, o.error.stage, o.error.reason, str(o.error), o.url)
+            store.record_failure(
+                o.product_id, o.error.stage, o.error.reason, str(o.error), o.url, attempts=o.attempts
+            )
     return outcomes

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,16 +45,24 @@ def worker_command(
 class WorkerProcess:
     """One `celery worker` subprocess with its own environment."""
 
-    def __init__(self, settings: Settings, queues: Sequence[str], concurrency: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queues: Sequence[str],
+        concurrency: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = f"neardup-{uuid.uuid4().hex[:8]}@%h"
         self.settings = settings
+        self.extra_env = dict(env or {})  # on top of the settings (tests: fault hooks)
         self.queues = tuple(queues)
         self.concurrency = concurrency
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.settings.to_env()}
+        env = {**os.environ, **self.settings.to_env(), **self.extra_env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
         self.proc = subprocess.Popen(

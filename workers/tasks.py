@@ -4,18 +4,27 @@ for bad input: a bad message gets an error result, a bad product a recorded fail
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from common import keys
 from common.errors import BadRequest, NeardupError
 from common.ids import check_product_id
 from common.ingestion import ingest_items
 from common.querying import run_query
+from common.store import IndexStore
 from workers import index_cache
 from workers.app import app
 
 log = logging.getLogger(__name__)
 JOB_TTL = 7 * 24 * 3600
+# TEST-ONLY fault hook, off unless set: an ingest chunk holding this productId SIGKILLs the process
+# running it, every time, like a decoder crash or the OOM killer would. It lets the system tests
+# produce a real poison message (tests/system/test_faults.py). Never set it in production.
+TEST_CRASH_ON = "NEARDUP_TEST_CRASH_ON"
 
 
 def _delivery_count(task_id: str | None) -> int:
@@ -68,32 +77,50 @@ def ingest(self, job_id: str, items: list[dict], force: bool = False) -> None:
         r.sadd(failed, pid[:256])
     if _delivery_count(self.request.id) > settings.max_deliveries:
         # Poison: this chunk killed its worker every time. Record it and let the queue move on.
-        for pid, url in good:
-            if not store.indexed([pid])[0]:
-                store.record_failure(
-                    pid,
-                    "ingest",
-                    "poison",
-                    "task killed its worker repeatedly",
-                    url,
-                    attempts=settings.max_deliveries,
-                )
-                r.sadd(failed, pid)
-            else:
-                r.sadd(done, pid)
+        detail = "task killed its worker repeatedly"
+        _settle(good, store, done, failed, "poison", detail, attempts=settings.max_deliveries)
         return
     if not force:
         already = store.indexed([pid for pid, _ in good])
         if any(already):
             r.sadd(done, *[pid for (pid, _), a in zip(good, already, strict=True) if a])
         good = [item for item, a in zip(good, already, strict=True) if not a]
-    outcomes = ingest_items(good, store, settings, force=force)
+    crash_on = os.environ.get(TEST_CRASH_ON)
+    if crash_on and any(pid == crash_on for pid, _ in good):
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        outcomes = ingest_items(good, store, settings, force=force)
+    except SoftTimeLimitExceeded:
+        # Out of time: every product still ends done or failed, so the job finishes instead of waiting.
+        _settle(good, store, done, failed, "time_limit", "the ingest task hit its soft time limit")
+        raise
     pipe = r.pipeline()
     for o in outcomes:
         pipe.sadd(done if o.error is None else failed, o.product_id)
     pipe.expire(done, JOB_TTL)
     pipe.expire(failed, JOB_TTL)
     pipe.execute()
+
+
+def _settle(
+    items: list[tuple[str, str]],
+    store: IndexStore,
+    done: str,
+    failed: str,
+    reason: str,
+    detail: str,
+    attempts: int = 1,
+) -> None:
+    """Mark each product of a chunk that cannot run normally: done if indexed, else a recorded failure."""
+    if not items:
+        return
+    indexed = store.indexed([pid for pid, _ in items])
+    for (pid, url), is_indexed in zip(items, indexed, strict=True):
+        if not is_indexed:
+            store.record_failure(pid, "ingest", reason, detail, url, attempts=attempts)
+        store.r.sadd(done if is_indexed else failed, pid)
+    store.r.expire(done, JOB_TTL)
+    store.r.expire(failed, JOB_TTL)
 
 
 @app.task(name="neardup.query", bind=True)
