@@ -226,6 +226,56 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from producer.report import write_report
+
+    results = Path(args.results) if args.results else None
+    groups = Path(args.groups) if args.groups else None
+    if results is None and groups is None:  # neither given: the files the other commands write by default
+        results = Path(DEFAULT_OUTPUT) if Path(DEFAULT_OUTPUT).is_file() else None
+        groups = Path("near_duplicate_groups.json") if Path("near_duplicate_groups.json").is_file() else None
+    if results is None and groups is None:
+        say(f"report: give a results file ({DEFAULT_OUTPUT}) and/or --groups near_duplicate_groups.json")
+        return EXIT_USAGE
+    for folder in (args.images, args.queries):
+        if folder and not Path(folder).is_dir():
+            raise FileNotFoundError(f"not a folder: {folder}")
+    try:
+        info = write_report(
+            Path(args.output),
+            results,
+            groups,
+            Path(args.images) if args.images else None,
+            Path(args.queries) if args.queries else None,
+            title=args.title,
+            thumb_size=args.thumb_size,
+        )
+    except ValueError as exc:  # also json.JSONDecodeError
+        say(f"report: {exc}")
+        return EXIT_USAGE
+    say(
+        f"report: {info['queries']} queries, {info['matches']} matches, {info['groups']} groups "
+        f"-> {args.output} ({info['bytes'] // 1024} KiB)"
+    )
+    return EXIT_OK
+
+
+def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
+    from producer.flower import FlowerConfigError, flower_command, flower_environment
+
+    if settings.embedded:
+        say("flower: set NEARDUP_REDIS_URL to the Redis the workers use")
+        return EXIT_USAGE
+    try:
+        env = flower_environment(os.environ)
+    except FlowerConfigError as exc:
+        say(f"flower: {exc}")
+        return EXIT_USAGE
+    cmd = flower_command(args.address, args.port)
+    os.execve(cmd[0], cmd, env)
+    return EXIT_OK  # pragma: no cover
+
+
 # -- argument parsing ---------------------------------------------------------------------------
 
 
@@ -298,6 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="a self-contained HTML page of the matches and dedup groups")
+    p.add_argument("results", nargs="?", help=f"query results JSON, either shape (default {DEFAULT_OUTPUT})")
+    p.add_argument("--groups", default=None, help="near_duplicate_groups.json from `neardup dedup`")
+    p.add_argument("--images", default=None, help="folder of inventory images <productId>.jpg")
+    p.add_argument("--queries", default=None, help="folder of the query images")
+    p.add_argument("-o", "--output", default="neardup_report.html", help="output HTML file")
+    p.add_argument("--title", default="neardup report")
+    p.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("flower", help="Flower (read-only, basic auth from NEARDUP_FLOWER_AUTH)")
+    p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5555)
+    p.set_defaults(func=cmd_flower)
     return parser
 
 
