@@ -110,6 +110,10 @@ class Settings:
     max_distance: int | None = _env(
         "NEARDUP_MAX_DISTANCE", _distance, None, "Override the preset's dHash rule: Hamming distance."
     )
+    plugins: tuple[str, ...] = _env(
+        "NEARDUP_PLUGINS", lambda t: tuple(n.strip() for n in t.split(",") if n.strip()), (),
+        "Extra per-product signals (comma-separated plugin names, e.g. garment_hsv): stored at ingest, "
+        "scored for every match. Changing it needs a re-ingest (--force).")
     allow_private_urls: bool = _env(
         "NEARDUP_ALLOW_PRIVATE_URLS",
         _bool,
@@ -192,7 +196,7 @@ class Settings:
             if value is None:
                 continue
             if isinstance(value, tuple):
-                value = os.pathsep.join(str(p) for p in value)
+                value = (",".join if f.name == "plugins" else os.pathsep.join)(str(p) for p in value)
             elif isinstance(value, bool):
                 value = "1" if value else "0"
             env[f.metadata["env"]] = str(value)

@@ -1,0 +1,87 @@
+"""A private redis-server and real Celery workers for the end-to-end benchmarks (never the shared Redis)."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the project on sys.path)
+import numpy as np
+import redis
+
+from common import pipeline
+from common.settings import Settings
+from common.signatures import DHASH
+from common.store import IndexStore
+from producer.connection import celery_app
+from producer.local import WorkerProcess
+from producer.redis_server import RedisServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BenchStack:
+    def __init__(self, **settings_overrides: object) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="neardup-bench-"))
+        self.redis = RedisServer(self.dir / "redis", port=free_port(), appendonly=False)
+        self.overrides = settings_overrides
+        self.workers: list[WorkerProcess] = []
+
+    def __enter__(self) -> BenchStack:
+        self.redis.start()
+        self.settings = replace(
+            Settings.from_env({}), redis_url=self.redis.url, data_dir=self.dir, **self.overrides
+        )
+        self.r = redis.Redis.from_url(self.redis.url)
+        self.store = IndexStore(self.r, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+        self.app = celery_app(self.settings)
+        return self
+
+    def start_workers(self, queues: tuple[str, ...], concurrency: int, **overrides: object) -> None:
+        s = replace(self.settings, **overrides) if overrides else self.settings
+        w = WorkerProcess(s, queues, concurrency, self.dir / f"worker{len(self.workers)}.log").start()
+        self.workers.append(w)
+        name = w.name.replace("%h", socket.gethostname())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(name in reply for reply in self.app.control.ping(timeout=0.5) or []):
+                return
+        raise RuntimeError(f"worker did not start; see {w.log_path}")
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.workers.clear()
+
+    def fill_synthetic(self, hashes: np.ndarray, chunk: int = 5000, seed: int = 0) -> None:
+        """Write N products straight into the index with the same Lua write ingest uses, without images.
+        dHash is `hashes`; every other scanned view gets its own random hashes (correlated views would
+        only add candidates that the verifier then rejects); PDQ is random, ORB holds no keypoints."""
+        from common.signatures import pack64
+        from common.store import Product
+
+        rng = np.random.default_rng(seed)
+        others = [s for s in pipeline.SCAN_SIGNALS if s != DHASH]
+        columns = {s: rng.integers(0, 2**64 - 1, len(hashes), dtype=np.uint64, endpoint=True) for s in others}
+        empty_orb = pipeline.verify.pack(
+            pipeline.verify.Features((1, 1), np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+        )
+        for a in range(0, len(hashes), chunk):
+            products = []
+            for k in range(a, min(len(hashes), a + chunk)):
+                sigs = {DHASH: pack64(int(hashes[k])), **{s: pack64(int(columns[s][k])) for s in others}}
+                sigs[pipeline.PDQ] = rng.bytes(32) + bytes([90])
+                sigs[pipeline.ORB] = empty_orb
+                products.append(Product(f"{1_000_000_000 + k}", "", sigs))
+            self.store.write(products)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_workers()
+        self.redis.stop()
