@@ -29,8 +29,8 @@ def inventory(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
     if kind == "clustered":
         return clustered_hashes(rng, n)
     h = planted_hashes(rng, n)
-    # A realistic crowd: 0.5 % of the catalog shares one placeholder image, plus scattered exact copies.
-    crowd = rng.choice(n, n // 200, replace=False)
+    # A crowd: 0.05 % of the catalog shares one placeholder image, plus scattered exact copies.
+    crowd = rng.choice(n, n // 2000, replace=False)
     h[crowd] = random_hashes(rng, 1)[0]
     copies = rng.choice(n, n // 100, replace=False)
     h[copies] = h[rng.integers(0, n, len(copies))]
@@ -118,7 +118,7 @@ def main() -> None:
         args.sizes, args.clustered_max, args.faiss_sample = "20000,100000", 100_000, 300
     r = args.radius
     print(machine())
-    print(f"# radius {r}; planted = uniform + 2% near copies + a 0.5% placeholder crowd + 1% exact copies")
+    print(f"# radius {r}; planted = uniform + 2% near copies + a 0.05% placeholder crowd + 1% exact copies")
     rows = []
     for kind in args.data.split(","):
         for n in parse_sizes(args.sizes):

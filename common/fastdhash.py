@@ -5,8 +5,8 @@ libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale straight from the DCT coeffic
 reduction that dominate ``imagehash.dhash`` on an 800x1000 photo. Asking for greyscale decodes the
 luma plane only. The 9x8 LANCZOS step then runs on a ~100x125 image. The price: the reduced image is
 not the full one downsampled the same way, so a few bits near the left<right threshold move
-(<= 4 of 64 on generated photos, see benchmarks/bench_hash.py). Hence its own signature key: it must
-never be compared with, or stored under, the exact ``dhash64@1``.
+(<= 4 of 64 on generated 800x1000 photos, up to 6 on small noisy ones: benchmarks/bench_hash.py).
+Hence its own signature key: it must never be compared with, or stored under, the exact ``dhash64@1``.
 
 Non-JPEG inputs (PNG, WebP...) have no draft mode and hash exactly like ``dhash64``.
 
