@@ -7,17 +7,20 @@ a moment ago is found by the next query without reloading the index.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 import numpy as np
 import redis
 
-from common import pipeline
+from common import pipeline, presets
 from common.settings import Settings
+from common.signatures import pack64
 from common.snapshot import Snapshot
 from common.store import IndexStore
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {}  # pid -> (settings, client, store); rebuilt after fork
 _snap: Snapshot | None = None
@@ -87,15 +90,20 @@ def _full_load(st: IndexStore) -> None:
     bulk = st.bulk()
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
-    if hasattr(snap, "load_arrays"):
-        snap.load_arrays(bulk.ids, arrays, bulk.version)
-    else:
-        snap.load(
-            bulk.ids,
-            {k: [v[i * 8 : (i + 1) * 8] for i in range(len(bulk.ids))] for k, v in bulk.columns.items()},
-            bulk.version,
-        )
+    snap.load_arrays(bulk.ids, arrays, bulk.version)
+    _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
+
+
+def _warm(snap: Snapshot) -> None:
+    """Build the scan tables now (a blank query through the default rule), so the first real query
+    after a load does not pay for them."""
+    rule = presets.resolve(settings().preset, settings().max_distance, settings().min_similarity)
+    blank = {key: pack64(0) for key in pipeline.SCAN_SIGNALS}
+    try:
+        pipeline.find_matches(blank, snap, rule)
+    except Exception:  # warming is an optimisation: a failure here must not stop the worker
+        log.warning("index warm-up failed", exc_info=True)
 
 
 def reset() -> None:
