@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -109,7 +110,7 @@ def wait(
         total=total,
         desc=desc,
         unit="img" if desc == "ingest" else "q",
-        disable=not progress,
+        disable=not progress or not sys.stderr.isatty(),
         dynamic_ncols=True,
         leave=True,
     )
