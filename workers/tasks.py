@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+import redis
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from common import keys
 from common.errors import BadRequest, NeardupError
@@ -25,6 +27,7 @@ JOB_TTL = 7 * 24 * 3600
 # running it, every time, like a decoder crash or the OOM killer would. It lets the system tests
 # produce a real poison message (tests/system/test_faults.py). Never set it in production.
 TEST_CRASH_ON = "NEARDUP_TEST_CRASH_ON"
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _delivery_count(task_id: str | None) -> int:
@@ -63,9 +66,26 @@ def _parse_items(items: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str
     return good, bad
 
 
+def _requeue_when_redis_is_down(exc: Exception) -> Reject:
+    """A failed task is acked, and its products would be neither indexed nor recorded: when the index
+    Redis is what failed, hand the message back instead (the broker may also be down; then it stays
+    unacked and returns after the visibility timeout). The pause keeps a separate, healthy broker
+    from spinning the message; redeliveries still count towards the poison guard."""
+    log.warning("index Redis unavailable (%s); the message goes back to the queue", exc)
+    time.sleep(1.0)
+    return Reject(f"index Redis unavailable: {exc}", requeue=True)
+
+
 @app.task(name="neardup.ingest", bind=True, ignore_result=True)
 def ingest(self, job_id: str, items: list[dict], force: bool = False) -> None:
     """Download, describe and index a chunk of products; each ends indexed or recorded as failed."""
+    try:
+        _ingest(self.request.id, job_id, items, force)
+    except REDIS_DOWN as exc:
+        raise _requeue_when_redis_is_down(exc) from None
+
+
+def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) -> None:
     store = index_cache.store()
     settings = index_cache.settings()
     r = store.r
@@ -75,7 +95,7 @@ def ingest(self, job_id: str, items: list[dict], force: bool = False) -> None:
         if pid != "?" and len(pid) <= 256:
             store.record_failure(pid[:256], "request", "bad_item", reason)
         r.sadd(failed, pid[:256])
-    if _delivery_count(self.request.id) > settings.max_deliveries:
+    if _delivery_count(task_id) > settings.max_deliveries:
         # Poison: this chunk killed its worker every time. Record it and let the queue move on.
         detail = "task killed its worker repeatedly"
         _settle(good, store, done, failed, "poison", detail, attempts=settings.max_deliveries)
@@ -136,11 +156,18 @@ def query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name="neardup.query_batch", bind=True, ignore_result=True)
 def query_batch(self, job_id: str, queries: list[dict]) -> None:
     """Many queries in one message (amortises broker cost); results land in the job's results hash."""
+    try:
+        _query_batch(self.request.id, job_id, queries)
+    except REDIS_DOWN as exc:
+        raise _requeue_when_redis_is_down(exc) from None
+
+
+def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
     import json
 
     store, settings = index_cache.store(), index_cache.settings()
     results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
-    poisoned = _delivery_count(self.request.id) > settings.max_deliveries
+    poisoned = _delivery_count(task_id) > settings.max_deliveries
     pipe = store.r.pipeline()
     for q in queries if isinstance(queries, list) else []:
         if not isinstance(q, dict) or not isinstance(q.get("key"), str):
