@@ -25,7 +25,9 @@ def test_dedup_shards_match_brute_force(base_settings, workers, index_redis):
             h ^= 1 << int(bit)
         hashes.append(h)
     store = index_store(index_redis)
-    store.write([Product(f"p{k:04d}", "", {DHASH: pack64(h)}) for k, h in enumerate(hashes)])
+    # dedup reads only the dHash column; the other signals just need to be present
+    filler = {s: pack64(0) for s in store.scan_signals} | {s: b"" for s in store.blob_signals}
+    store.write([Product(f"p{k:04d}", "", filler | {DHASH: pack64(h)}) for k, h in enumerate(hashes)])
     sess = Session(base_settings, celery_app(base_settings), index_redis, store, None)
 
     # When dedup runs split into 5 shards across the workers
