@@ -4,7 +4,9 @@ Stages (all but `original`):
   1. exact  — a 64-bit prefix of sha256(raw bytes) scanned at radius 0;
   2. candidates — 64-bit scans: dHash (the rule's radius), pHash, dHash of the trimmed content box
      (both ways, so padding/letterbox is undone), and dHash of a few crop windows; the closest
-     `max_candidates` by their best distance go on;
+     `max_candidates` by their best distance go on, joined by the `word_candidates` products that
+     share the most (IDF-weighted) ORB words with the query (common.localindex) — crops and pads
+     whose global hashes all moved;
   3. verification — PDQ (256-bit, stored as a blob) within `pdq_max` confirms edits of the whole
      photo; otherwise ORB keypoints + RANSAC with plausible crop/pad geometry confirm crops.
      Low-information images (low PDQ quality: flat, mostly blank) need ORB, not PDQ alone.
@@ -21,7 +23,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from common import matching, normalise, plugins, verify
+from common import localindex, matching, normalise, plugins, verify
 from common.presets import Rule
 from common.settings import Settings
 from common.signatures import DHASH, dhash64, pack64, unpack64
@@ -36,7 +38,10 @@ ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 k
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
 PLUGINS = plugins.load(Settings.from_env().plugins)
 
-SCAN_SIGNALS: tuple[str, ...] = (DHASH, SHA, PHASH, DHASH_TRIM, *DHASH_CROPS)
+# ORB words of the strongest keypoints, 4 x 16 bits per column (common.localindex): crop candidates.
+ORB_WORDS = localindex.COLUMNS
+
+SCAN_SIGNALS: tuple[str, ...] = (DHASH, SHA, PHASH, DHASH_TRIM, *DHASH_CROPS, *ORB_WORDS)
 BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, *(plugins.key(p) for p in PLUGINS))
 
 # Everything but the imagehash-exact dHash is computed on a working copy of about this size: the
@@ -89,8 +94,10 @@ def describe(image: Image.Image, raw: bytes | None = None) -> dict[str, bytes]:
         PHASH: pack64(_phash(work)),
         DHASH_TRIM: pack64(dhash64(content)),
         PDQ: _pdq(work),
-        ORB: verify.pack(verify.extract(work)),
     }
+    features = verify.extract(work)
+    sigs[ORB] = verify.pack(features)
+    sigs.update(localindex.pack_words(localindex.words_of(features.descriptors)))
     for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
         sigs[key] = pack64(dhash64(view))
     for plugin in PLUGINS:
@@ -150,6 +157,8 @@ def find_matches(
         (r for r in best if r not in accepted and r != excluded_row),
         key=lambda r: (best[r], int(dh_all[r]), snap.ids[r]),
     )[: rule.max_candidates]
+    # Local-feature words: crops and pads whose global hashes all moved still share keypoints.
+    order += _word_candidates(query, snap, rule, {*order, *accepted, excluded_row})
 
     if blobs is None:
         # No blob store (library use without Redis): only two agreeing scans are trusted.
@@ -162,6 +171,17 @@ def find_matches(
 
     accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs))
     return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+
+def _word_candidates(query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set) -> list[int]:
+    if rule.word_candidates <= 0 or ORB not in query or not set(ORB_WORDS) <= set(snap.signal_keys):
+        return []
+    words = localindex.words_of(verify.unpack(query[ORB]).descriptors)  # every query keypoint votes
+    if not len(words):
+        return []
+    taken_rows = {r for r in taken if r is not None}
+    top = localindex.index_for(snap).top(words, rule.word_candidates + len(taken_rows), taken_rows)
+    return [r for r in top if r not in taken_rows][: rule.word_candidates]
 
 
 class _RowDistances:

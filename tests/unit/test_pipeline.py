@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from common import pipeline, presets, samplegen
+from common import localindex, pipeline, presets, samplegen
 from common.snapshot import Snapshot
 
 
@@ -80,6 +81,33 @@ def test_crop_is_found_by_local_features(catalog: tuple[dict[str, bytes], Index]
     assert "0000000007" in _ids(found)
 
 
+WORDS_ONLY = replace(BALANCED, name="words-only", max_candidates=0)
+
+
+def test_side_crop_is_found_by_word_candidates(catalog: tuple[dict[str, bytes], Index]) -> None:
+    # Given a query that keeps the right 70 % of a photo (no stored crop window looks like it)
+    photos, index = catalog
+    src = Image.open(io.BytesIO(photos["0000000009"])).convert("RGB")
+    w, h = src.size
+    query = _describe(_jpeg(src.crop((int(0.3 * w), 0, w, h)).resize((300, 480))))
+    # When only the local-feature word stage may propose candidates
+    found = pipeline.find_matches(query, index.snap, WORDS_ONLY, blobs=index.blobs)
+    # Then the source is proposed and verified by ORB geometry
+    assert _ids(found) == ["0000000009"] and found[0].stage == "orb"
+
+
+def test_word_candidates_do_not_confirm_unrelated_photos(catalog: tuple[dict[str, bytes], Index]) -> None:
+    _, index = catalog
+    other = _describe(_jpeg(samplegen.render_product(np.random.default_rng(998))))
+    assert pipeline.find_matches(other, index.snap, WORDS_ONLY, blobs=index.blobs) == []
+
+
+def test_word_columns_are_stored_as_scan_signals(catalog: tuple[dict[str, bytes], Index]) -> None:
+    _, index = catalog
+    assert set(pipeline.ORB_WORDS) <= set(pipeline.SCAN_SIGNALS)
+    assert len(pipeline.ORB_WORDS) * 8 == 2 * localindex.WORDS  # 16-bit words, 128 bytes per product
+
+
 def test_letterbox_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:
     photos, index = catalog
     src = Image.open(io.BytesIO(photos["0000000008"])).convert("RGB")
@@ -100,7 +128,8 @@ def test_exclude_and_blob_calls_are_bounded(catalog: tuple[dict[str, bytes], Ind
     query = index.items["0000000002"]
     found = pipeline.find_matches(query, index.snap, BALANCED, exclude="0000000002", blobs=index.blobs)
     assert "0000000002" not in _ids(found)
-    assert len(index.calls) <= 2 and all(n <= BALANCED.max_candidates for _, n in index.calls)
+    bound = BALANCED.max_candidates + BALANCED.word_candidates
+    assert len(index.calls) <= 2 and all(n <= bound for _, n in index.calls)
 
 
 def test_original_rule_is_dhash_only_and_ordered(catalog: tuple[dict[str, bytes], Index]) -> None:
