@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import requests
+
 from common import pipeline
 from common.errors import NeardupError
-from common.fetch import FetchPolicy, fetch_with_retries
+from common.fetch import FetchPolicy, fetch_with_retries, make_session
 from common.imaging import decode
 from common.settings import Settings
 from common.store import IndexStore, Product
@@ -24,6 +28,26 @@ class Outcome:
     attempts: int = 1  # downloads tried (retries of transient errors included)
 
 
+# Download threads live as long as the worker process, each with its own Session, so connections to
+# an image host stay alive from one task to the next instead of being rebuilt for every chunk.
+_threads = threading.local()
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool): rebuilt after a fork
+
+
+def _session(policy: FetchPolicy) -> requests.Session:
+    cached = getattr(_threads, "session", None)
+    if cached is None or cached[0] != policy:
+        _threads.session = cached = (policy, make_session(policy))
+    return cached[1]
+
+
+def _executor(size: int) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] != size:
+        _pool = (os.getpid(), size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="fetch"))
+    return _pool[2]
+
+
 def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPolicy) -> Outcome:
     """Fetch, decode and describe one product; any failure becomes a recorded Outcome, never a raise."""
     waits: list[float] = []  # one backoff wait per retry: counts the attempts for the failure record
@@ -33,7 +57,9 @@ def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPol
         time.sleep(seconds)
 
     try:
-        data = fetch_with_retries(url, policy, retries=settings.fetch_retries, sleep=backoff)
+        data = fetch_with_retries(
+            url, policy, retries=settings.fetch_retries, sleep=backoff, session=_session(policy)
+        )
         image = decode(data, settings.max_image_pixels)
         return Outcome(product_id, url, Product(product_id, url, pipeline.describe(image, data)))
     except NeardupError as exc:
@@ -49,9 +75,8 @@ def ingest_items(
 ) -> list[Outcome]:
     """Describe products (downloads in parallel threads: they wait on the network) and write them."""
     policy = FetchPolicy.from_settings(settings)
-    workers = max(1, min(settings.fetch_concurrency, len(items)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(lambda it: describe_one(it[0], it[1], settings, policy), items))
+    pool = _executor(settings.fetch_concurrency)
+    outcomes = list(pool.map(lambda it: describe_one(it[0], it[1], settings, policy), items))
     store.write([o.product for o in outcomes if o.product is not None], force=force)
     for o in outcomes:
         if o.error is not None:

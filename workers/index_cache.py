@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import redis
 
-from common import pipeline, presets
+from common import localindex, pipeline, presets
 from common.settings import Settings
 from common.signatures import pack64
 from common.snapshot import Snapshot
@@ -102,6 +102,8 @@ def _warm(snap: Snapshot) -> None:
     blank = {key: pack64(0) for key in pipeline.SCAN_SIGNALS}
     try:
         pipeline.find_matches(blank, snap, rule)
+        if set(pipeline.ORB_WORDS) <= set(snap.signal_keys):
+            localindex.index_for(snap)  # the inverted word index: seconds at 1M, so not in a query
     except Exception:  # warming is an optimisation: a failure here must not stop the worker
         log.warning("index warm-up failed", exc_info=True)
 
