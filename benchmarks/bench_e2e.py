@@ -22,8 +22,8 @@ from common import pipeline
 from common.snapshot import Snapshot
 from producer import jobs
 
-HEADERS = ["N", "fill s", "index load s", "p50 ms", "p99 ms", "in-worker ms", "batch q/s", "orig loop ms",
-           "p50 vs loop ×"]
+HEADERS = ["N", "preset", "fill s", "index load s", "p50 ms", "p99 ms", "in-worker ms", "batch q/s",
+           "orig loop ms", "p50 vs loop ×"]  # fmt: skip
 
 
 def index_load_seconds(stack: BenchStack, repeat: int = 3) -> float:
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--latency-queries", type=int, default=500)
     ap.add_argument("--batch-queries", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2, help="query worker processes")
+    ap.add_argument("--presets", default="original,balanced", help="comma-separated presets to time")
     args = ap.parse_args()
     print(machine())
     rows = []
@@ -69,83 +70,50 @@ def main() -> None:
             fill = time.perf_counter() - t0
             load = index_load_seconds(stack)
             stack.start_workers(("query",), args.workers)
-            pids = [f"{1_000_000_000 + int(k)}" for k in rng.integers(0, n, args.latency_queries)]
-            # warm every child's index copy, then time one query at a time, as a service would
-            for pid in pids[: 4 * args.workers]:
-                stack.app.send_task("neardup.query", kwargs={"product_id": pid}).get(timeout=120)
-            lat, inside = [], []
-            for pid in pids:
-                t = time.perf_counter()
-                res = stack.app.send_task("neardup.query", kwargs={"product_id": pid}).get(timeout=30)
-                lat.append((time.perf_counter() - t) * 1000)
-                assert res["ok"], res
-                inside.append(res["elapsed_ms"])
-            lat.sort()
-            batch = [
-                {"key": f"{1_000_000_000 + int(k)}", "product_id": f"{1_000_000_000 + int(k)}"}
-                for k in rng.integers(0, n, args.batch_queries)
-            ]
-            batch = list({q["key"]: q for q in batch}.values())
-            t = time.perf_counter()
-            job = jobs.enqueue_queries(stack.app, stack.r, batch)
-            jobs.wait(stack.r, job, len(batch), "query", lambda: True, progress=False, timeout=600)
-            batch_s = time.perf_counter() - t
-            results = jobs.gather(stack.r, job)
-            assert all(r["ok"] for r in results.values())
             loop = original_loop_seconds(hashes, int(hashes[0]))
-            p50 = statistics.median(lat)
-            rows.append(
-                [
-                    n,
-                    fill,
-                    load,
-                    p50,
-                    lat[int(0.99 * (len(lat) - 1))],
-                    statistics.median(inside),
-                    len(batch) / batch_s,
-                    loop * 1000,
-                    loop * 1000 / p50,
-                ]
-            )
-            print(
-                table(
-                    [
-                        "N",
-                        "fill s",
-                        "index load s (all cols)",
-                        "p50 ms",
-                        "p99 ms",
-                        "in-worker ms",
-                        "batch q/s",
-                        "orig loop ms",
-                        "p50 vs loop ×",
-                    ],
-                    rows[-1:],
-                ),
-                flush=True,
-            )
+            for preset in args.presets.split(","):
+                row = [n, preset, fill, load, *time_queries(stack, rng, n, preset, args), loop * 1000]
+                row.append(loop * 1000 / row[4])  # p50 against the loop
+                rows.append(row)
+                print(table(HEADERS, [row]), flush=True)
     print()
-    print(
-        table(
-            [
-                "N",
-                "fill s",
-                "index load s (all cols)",
-                "p50 ms",
-                "p99 ms",
-                "in-worker ms",
-                "batch q/s",
-                "orig loop ms",
-                "p50 vs loop ×",
-            ],
-            rows,
-        )
-    )
+    print(table(HEADERS, rows))
     print("# p50/p99: send_task + result, one query at a time, query by productId; in-worker: the task's own")
-    print(
-        "# elapsed_ms (signatures, scan, verification); batch: neardup.query_batch, 32 queries per message;"
-    )
+    print("# elapsed_ms (signatures, scans, verification); batch: neardup.query_batch, 32 queries a message;")
     print("# orig loop: the replaced system's per-row Python loop, timed on 50k rows and extrapolated to N.")
+
+
+def time_queries(
+    stack: BenchStack, rng: np.random.Generator, n: int, preset: str, args: argparse.Namespace
+) -> list[float]:
+    """[p50 ms, p99 ms, median in-worker ms, batch queries/s] for one preset."""
+    pids = [f"{1_000_000_000 + int(k)}" for k in rng.integers(0, n, args.latency_queries)]
+    # warm every child's index copy, then time one query at a time, as a service would
+    for pid in pids[: 4 * args.workers]:
+        stack.app.send_task("neardup.query", kwargs={"product_id": pid, "preset": preset}).get(timeout=300)
+    lat, inside = [], []
+    for pid in pids:
+        t = time.perf_counter()
+        res = stack.app.send_task("neardup.query", kwargs={"product_id": pid, "preset": preset}).get(
+            timeout=30
+        )
+        lat.append((time.perf_counter() - t) * 1000)
+        assert res["ok"], res
+        inside.append(res["elapsed_ms"])
+    lat.sort()
+    keys = {f"{1_000_000_000 + int(k)}" for k in rng.integers(0, n, args.batch_queries)}
+    batch = [{"key": k, "product_id": k, "preset": preset} for k in sorted(keys)]
+    t = time.perf_counter()
+    job = jobs.enqueue_queries(stack.app, stack.r, batch)
+    jobs.wait(stack.r, job, len(batch), "query", lambda: True, progress=False, timeout=900)
+    batch_s = time.perf_counter() - t
+    assert all(r["ok"] for r in jobs.gather(stack.r, job).values())
+    return [
+        statistics.median(lat),
+        lat[int(0.99 * (len(lat) - 1))],
+        statistics.median(inside),
+        len(batch) / batch_s,
+    ]
 
 
 if __name__ == "__main__":
