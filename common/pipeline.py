@@ -10,6 +10,9 @@ Stages (all but `original`):
   3. verification — PDQ (256-bit, stored as a blob) within `pdq_max` confirms edits of the whole
      photo; otherwise ORB keypoints + RANSAC with plausible crop/pad geometry confirm crops.
      Low-information images (low PDQ quality: flat, mostly blank) need ORB, not PDQ alone.
+     ORB passes must also agree photometrically: the stored thumbnail (thumb@1) warped by the fitted
+     transform into the query's frame (verify.photometric) — same-template garments fail here.
+`verify_pairs` runs stage 3 on pairs of indexed products (neardup dedup).
 `original` is the replaced system's rule: dHash distance <= max_distance, nothing else.
 """
 
@@ -35,6 +38,7 @@ DHASH_TRIM = "dhash64.trim@1"  # dHash of the content box inside uniform borders
 DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
+THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
 PLUGINS = plugins.load(Settings.from_env().plugins)
 
@@ -42,7 +46,7 @@ PLUGINS = plugins.load(Settings.from_env().plugins)
 ORB_WORDS = localindex.COLUMNS
 
 SCAN_SIGNALS: tuple[str, ...] = (DHASH, SHA, PHASH, DHASH_TRIM, *DHASH_CROPS, *ORB_WORDS)
-BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, *(plugins.key(p) for p in PLUGINS))
+BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, THUMB, *(plugins.key(p) for p in PLUGINS))
 
 # Everything but the imagehash-exact dHash is computed on a working copy of about this size: the
 # signals all reduce far below it anyway, and it makes large catalogue photos 3-4x cheaper to describe.
@@ -97,6 +101,7 @@ def describe(image: Image.Image, raw: bytes | None = None) -> dict[str, bytes]:
     }
     features = verify.extract(work)
     sigs[ORB] = verify.pack(features)
+    sigs[THUMB] = verify.thumbnail(work)
     sigs.update(localindex.pack_words(localindex.words_of(features.descriptors)))
     for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
         sigs[key] = pack64(dhash64(view))
@@ -198,6 +203,40 @@ def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: _RowDistances) 
     return {r: int(dh_all[r]) for r in accepted}
 
 
+def _pdq_confirms(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> dict | None:
+    if q_pdq is None or t_pdq is None:
+        return None
+    d = _pdq_distance(q_pdq, t_pdq)
+    informative = min(q_pdq[32], t_pdq[32]) >= _LOW_QUALITY
+    return {"pdq": d} if d <= rule.pdq_max and informative else None
+
+
+def _orb_confirms(
+    q_feat: verify.Features,
+    q_thumb: verify.Thumb | None,
+    t_orb: bytes | None,
+    thumb_of: Callable[[], bytes | None],
+    rule: Rule,
+) -> dict | None:
+    """ORB + RANSAC with plausible geometry, then the photometric check of the aligned thumbnails.
+
+    A product stored without a thumbnail (an index written before thumb@1) is judged on ORB alone."""
+    if t_orb is None:
+        return None
+    verdict = verify.verify(q_feat, verify.unpack(t_orb))
+    if not verdict.passes(rule.orb_min_inliers):
+        return None
+    extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
+    t_thumb = thumb_of()
+    if q_thumb is None or t_thumb is None:
+        return extra
+    t_feat_size = verify.unpack_size(t_orb)
+    photo = verify.photometric(q_thumb, verify.unpack_thumb(t_thumb), verdict.model, q_feat.size, t_feat_size)
+    if not photo.passes(rule.photo_min):
+        return None
+    return {**extra, "photo": round(photo.luma, 3), "chroma": round(photo.chroma_corr, 3)}
+
+
 def _verify(
     query: dict[str, bytes], ids: list[str], rows: list[int], rule: Rule, blobs: Blobs
 ) -> dict[int, tuple[str, dict]]:
@@ -208,24 +247,78 @@ def _verify(
     q_pdq = query.get(PDQ)
     stored = blobs(PDQ, ids) if q_pdq else [None] * len(ids)
     for i, blob in enumerate(stored):
-        if blob is None or q_pdq is None:
-            pending.append(i)
-            continue
-        d = _pdq_distance(q_pdq, blob)
-        informative = min(q_pdq[32], blob[32]) >= _LOW_QUALITY
-        if d <= rule.pdq_max and informative:
-            found[rows[i]] = ("pdq", {"pdq": d})
+        extra = _pdq_confirms(q_pdq, blob, rule)
+        if extra is not None:
+            found[rows[i]] = ("pdq", extra)
         else:
             pending.append(i)
-    if pending and ORB in query:
-        q_feat = verify.unpack(query[ORB])
-        for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
-            if blob is None:
+    if not pending or ORB not in query:
+        return found
+    q_feat = verify.unpack(query[ORB])
+    q_thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
+    passed: list[tuple[int, bytes, verify.Verdict]] = []
+    for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
+        if blob is None:
+            continue
+        verdict = verify.verify(q_feat, verify.unpack(blob))
+        if verdict.passes(rule.orb_min_inliers):
+            passed.append((i, blob, verdict))
+    # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
+    thumbs = blobs(THUMB, [ids[i] for i, _, _ in passed]) if passed and q_thumb is not None else []
+    for k, (i, blob, verdict) in enumerate(passed):
+        extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
+        t_thumb = thumbs[k] if thumbs else None
+        if t_thumb is not None:
+            photo = verify.photometric(
+                q_thumb, verify.unpack_thumb(t_thumb), verdict.model, q_feat.size, verify.unpack_size(blob)
+            )
+            if not photo.passes(rule.photo_min):
                 continue
-            verdict = verify.verify(q_feat, verify.unpack(blob))
-            if verdict.passes(rule.orb_min_inliers):
-                found[rows[i]] = ("orb", {"orb_inliers": verdict.inliers, "orb_matches": verdict.good})
+            extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
+        found[rows[i]] = ("orb", extra)
     return found
+
+
+def verify_pairs(pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs) -> list[tuple[str, dict] | None]:
+    """For each pair of indexed product ids, the (stage, extra) that confirms them as near-duplicates
+    (PDQ within rule.pdq_max on informative images, else ORB + RANSAC + the photometric check), or None.
+
+    Blobs are fetched in bulk: one `blobs(key, ids)` call per signal (PDQ, ORB, and the thumbnail)
+    over the unique ids of all pairs. Cost per pair: a PDQ comparison (~5 us); pairs PDQ does not
+    confirm add one ORB verification (~0.4-0.5 ms: stored 256 x 256 descriptors, ratio test, RANSAC)
+    and, for ORB passes, the photometric check (~0.1 ms). The first id plays the query's part.
+    """
+    if not pairs:
+        return []
+    uniq = list(dict.fromkeys(pid for pair in pairs for pid in pair))
+    pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
+    orb = dict(zip(uniq, blobs(ORB, uniq), strict=True))
+    thumbs = dict(zip(uniq, blobs(THUMB, uniq), strict=True))
+    features: dict[str, verify.Features] = {}
+    thumb_cache: dict[str, verify.Thumb | None] = {}
+
+    def feat(pid: str) -> verify.Features:
+        if pid not in features:
+            features[pid] = verify.unpack(orb[pid])
+        return features[pid]
+
+    def thumb(pid: str) -> verify.Thumb | None:
+        if pid not in thumb_cache:
+            thumb_cache[pid] = verify.unpack_thumb(thumbs[pid]) if thumbs[pid] is not None else None
+        return thumb_cache[pid]
+
+    out: list[tuple[str, dict] | None] = []
+    for a, b in pairs:
+        extra = _pdq_confirms(pdq[a], pdq[b], rule)
+        if extra is not None:
+            out.append(("pdq", extra))
+            continue
+        if orb[a] is None or orb[b] is None:
+            out.append(None)
+            continue
+        extra = _orb_confirms(feat(a), thumb(a), orb[b], lambda b=b: thumbs[b], rule)
+        out.append(("orb", extra) if extra is not None else None)
+    return out
 
 
 def _ranked(

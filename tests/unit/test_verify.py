@@ -46,3 +46,23 @@ def test_other_photo_does_not_verify(photos: list[Image.Image]) -> None:
 def test_featureless_image_is_not_plausible() -> None:
     blank = verify.extract(Image.new("RGB", (60, 90), (255, 255, 255)))
     assert verify.verify(blank, blank) == verify.Verdict(0, 0, False)
+
+
+def test_photometric_check_follows_the_alignment(photos: list[Image.Image]) -> None:
+    from PIL import ImageEnhance
+
+    im = photos[0]
+    w, h = im.size
+    crop = ImageEnhance.Contrast(im.crop((int(0.15 * w), 0, w, int(0.85 * h)))).enhance(0.8)
+    fq, ft = verify.extract(crop, verify.QUERY_FEATURES), verify.extract(im)
+    verdict = verify.verify(fq, ft)
+    assert verdict.passes(15) and verdict.model is not None
+    tq, tt = verify.unpack_thumb(verify.thumbnail(crop)), verify.unpack_thumb(verify.thumbnail(im))
+    assert max(tt.luma.shape) == verify.THUMB_SIDE
+    same = verify.photometric(tq, tt, verdict.model, fq.size, ft.size)
+    assert same.passes(0.75), same
+    # the same alignment against a grey, flipped copy's pixels does not agree
+    other = verify.unpack_thumb(
+        verify.thumbnail(ImageOps.mirror(ImageOps.grayscale(photos[1]).convert("RGB")))
+    )
+    assert not verify.photometric(tq, other, verdict.model, fq.size, ft.size).passes(0.6)
