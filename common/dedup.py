@@ -367,3 +367,11 @@ def groups(n: int, i: np.ndarray, j: np.ndarray) -> list[list[int]]:
     sl = lab[order]
     cuts = np.flatnonzero(sl[1:] != sl[:-1]) + 1
     return [g.tolist() for g in np.split(order, cuts) if len(g) > 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Wire format of one shard's pairs (workers -> producer, through Redis): packed records, not JSON,
+# because a shard can hold millions of pairs.
+
+PAIR_RECORD = np.dtype([("i", "<u4"), ("j", "<u4"), ("d", "u1"), ("stage", "u1")])
+STAGES = ("dhash", "exact", "pdq", "orb")  # stage code -> the signal that confirmed the pair

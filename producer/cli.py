@@ -188,19 +188,29 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     from common import presets
-    from producer.dedup import run_dedup
+    from producer.dedup import DEDUP_RADIUS, run_dedup
 
-    radius = presets.resolve(
-        args.preset or settings.preset, args.max_distance, settings.min_similarity
-    ).max_distance
+    preset = args.preset or settings.preset
+    rule = presets.resolve(preset, args.max_distance, settings.min_similarity)
+    explicit = args.max_distance is not None or settings.min_similarity is not None
+    # The verified presets' dHash radius only bounds query candidates; dedup pairs need a tighter one.
+    radius = rule.max_distance if explicit or not rule.verified else DEDUP_RADIUS
     with open_session(settings) as sess:
         shards = args.shards or max(1, 2 * (sess.settings.workers))
         result = run_dedup(
-            sess, radius, shards, progress=not args.quiet, timeout=args.timeout, with_pairs=not args.no_pairs
+            sess,
+            radius,
+            shards,
+            progress=not args.quiet,
+            timeout=args.timeout,
+            with_pairs=not args.no_pairs,
+            preset=preset,
         )
     write_json_atomic(Path(args.output), result)
+    kind = "verified pairs" if result["verified"] else "pairs"
     say(
-        f"dedup: {result['products']} products, {result['pairs_found']} pairs within distance {radius}, "
+        f"dedup ({preset}): {result['products']} products, {result['pairs_found']} {kind} "
+        f"within distance {radius}, "
         f"{result['groups_found']} groups ({result['products_in_groups']} products) in {result['seconds']} s "
         f"-> {args.output}"
     )

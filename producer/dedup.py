@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from common import keys
-from common.dedup import labels
+from common import keys, pipeline, presets
+from common.dedup import PAIR_RECORD, STAGES, labels
 from common.matching import similarity
+from common.signatures import DHASH
 from producer import jobs
 from producer.session import Session
 
-PAIR_DTYPE = np.dtype([("i", "<u4"), ("j", "<u4"), ("d", "u1")])
+DEDUP_RADIUS = 8  # candidate radius of verified dedup, on dHash and pHash: see README "Dedup"
 
 
 def run_dedup(
@@ -23,34 +24,47 @@ def run_dedup(
     progress: bool = True,
     timeout: float | None = None,
     with_pairs: bool = True,
+    preset: str = "original",
 ) -> dict[str, Any]:
-    """All pairs within `radius` over the whole index and the groups they form (union-find)."""
+    """All near-duplicate pairs over the whole index and the groups they form (union-find).
+    `original`: every pair within dHash `radius`, exact. Other presets: pairs within `radius` on
+    dHash or pHash, each confirmed by the preset's verification (PDQ, or ORB + photometric check)."""
     started = time.monotonic()
+    verified = presets.PRESETS[preset].verified
+    columns = [DHASH, pipeline.PHASH] if verified else [DHASH]
     bulk = sess.store.bulk()  # ids in row order: the same rows every shard scans
     n = len(bulk.ids)
     job_id = jobs.new_job_id("dedup")
     sess.r.hset(keys.job_meta(job_id), mapping={"total": n_shards, "kind": "dedup", "n": n, "radius": radius})
     for shard in range(n_shards):
-        sess.app.send_task(
-            "neardup.dedup_shard",
-            kwargs={"job_id": job_id, "shard": shard, "n_shards": n_shards, "radius": radius, "n": n},
-            queue="query",
-        )
+        kwargs = {
+            "job_id": job_id,
+            "shard": shard,
+            "n_shards": n_shards,
+            "radius": radius,
+            "n": n,
+            "preset": preset,
+            "columns": columns,
+        }
+        sess.app.send_task("neardup.dedup_shard", kwargs=kwargs, queue="query")
     jobs.wait(sess.r, job_id, n_shards, "dedup", sess.workers_alive, progress=progress, timeout=timeout)
     raw = sess.r.hgetall(keys.dedup_pairs(job_id))
-    pairs = np.concatenate(
-        [np.frombuffer(raw[k], dtype=PAIR_DTYPE) for k in sorted(raw)] or [np.zeros(0, dtype=PAIR_DTYPE)]
-    )
-    lab = labels(n, pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)) if n else np.zeros(0, np.int64)
+    parts = [np.frombuffer(raw[k], dtype=PAIR_RECORD) for k in sorted(raw)]
+    pairs = np.concatenate(parts) if parts else np.zeros(0, dtype=PAIR_RECORD)
+    # A pair close on both dHash and pHash can come from two shards (one per signal): keep it once.
+    _, first = np.unique(pairs["i"].astype(np.uint64) << np.uint64(32) | pairs["j"], return_index=True)
+    pairs = pairs[np.sort(first)]
     ids = bulk.ids
+    lab = labels(n, pairs["i"].astype(np.int64), pairs["j"].astype(np.int64))
     order = np.argsort(lab, kind="stable")
-    sl = lab[order]
-    cuts = np.flatnonzero(sl[1:] != sl[:-1]) + 1 if n else np.zeros(0, np.int64)
+    cuts = np.flatnonzero(lab[order][1:] != lab[order][:-1]) + 1
     groups = [sorted(ids[k] for k in g) for g in np.split(order, cuts) if len(g) > 1]
     groups.sort(key=lambda g: (-len(g), g[0]))
     out: dict[str, Any] = {
+        "preset": preset,
         "radius": radius,
-        "min_similarity": similarity(radius),
+        "candidate_signals": columns,
+        "verified": verified,
         "index_version": bulk.version,
         "products": n,
         "pairs_found": int(len(pairs)),
@@ -60,6 +74,9 @@ def run_dedup(
         "groups": groups,
     }
     if with_pairs:
-        order_p = np.lexsort((pairs["j"], pairs["i"], pairs["d"]))
-        out["pairs"] = [[ids[int(p["i"])], ids[int(p["j"])], similarity(int(p["d"]))] for p in pairs[order_p]]
+        by_distance = pairs[np.lexsort((pairs["j"], pairs["i"], pairs["d"]))]
+        out["pairs"] = [
+            [ids[int(p["i"])], ids[int(p["j"])], similarity(int(p["d"])), STAGES[int(p["stage"])]]
+            for p in by_distance
+        ]
     return out

@@ -38,7 +38,40 @@ def test_dedup_shards_match_brute_force(base_settings, workers, index_redis):
     dist = np.bitwise_count(arr[:, None] ^ arr[None, :])
     ii, jj = np.nonzero(np.triu(dist <= 6, k=1))
     expected = {(f"p{i:04d}", f"p{j:04d}") for i, j in zip(ii, jj, strict=True)}
-    assert {(a, b) for a, b, _ in out["pairs"]} == expected
+    assert {(a, b) for a, b, *_ in out["pairs"]} == expected
     assert out["pairs_found"] == len(expected) > 100
     grouped = {p for g in out["groups"] for p in g}
     assert grouped == {p for pair in expected for p in pair}
+
+
+def test_verified_dedup_groups_only_true_duplicates(base_settings, workers, index_redis):
+    # Given the sample inventory and the sample queries ingested together as one catalog
+    import json
+
+    from producer import jobs
+    from producer.catalog import read_catalog
+    from tests.conftest import SAMPLES
+
+    store = index_store(index_redis)
+    app = celery_app(base_settings)
+    items = read_catalog(SAMPLES / "inventory").items + read_catalog(SAMPLES / "queries").items
+    job, sent, _ = jobs.enqueue_ingest(app, store, items, chunk=8)
+    assert jobs.wait(index_redis, job, sent, "ingest", lambda: True, progress=False, timeout=120).failed == 0
+    sess = Session(base_settings, app, index_redis, store, None)
+
+    # When the whole index is deduplicated with the balanced preset
+    out = run_dedup(sess, radius=8, n_shards=3, progress=False, timeout=60, preset="balanced")
+
+    # Then every pair is a labelled query with its own product (or its colour sibling), each once,
+    # and every exact copy is among them
+    labels = json.loads((SAMPLES / "labels.json").read_text())["queries"]
+    allowed = {
+        (p, q.removesuffix(".jpg")) for q, lab in labels.items() for p in lab["matches"] + lab["ignore"]
+    }
+    found = {(a, b) if not a.startswith("q_") else (b, a) for a, b, *_ in out["pairs"]}
+    assert len(found) == len(out["pairs"]) and found <= allowed
+    exact = {
+        (lab["matches"][0], q.removesuffix(".jpg")) for q, lab in labels.items() if lab["category"] == "1"
+    }
+    assert exact <= found
+    assert {stage for *_, stage in out["pairs"]} <= {"exact", "pdq", "orb"}
