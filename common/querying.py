@@ -15,6 +15,7 @@ from common.fetch import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
 from common.imaging import decode
 from common.settings import Settings
+from common.signatures import pack64
 from common.snapshot import Snapshot
 from common.store import IndexStore
 
@@ -80,13 +81,28 @@ def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest
     return QueryRequest(source, value, rule, limit, bool(kwargs.get("details", False)), exclude)
 
 
-def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -> dict[str, bytes]:
-    """The query's signatures: read from the index for a productId, computed for an image."""
-    if req.source == "product_id":
-        sigs = store.signatures_of(req.value)
+def indexed_signatures(
+    product_id: str, snap: Snapshot, store: IndexStore, rule: presets.Rule
+) -> dict[str, bytes]:
+    """An indexed product's signatures: scanned ones from the worker's memory, blobs from Redis only
+    when the rule verifies (the original rule needs none)."""
+    row = snap.rows.get(product_id)
+    if row is None:  # written after this snapshot was taken: read it all from Redis
+        sigs = store.signatures_of(product_id)
         if sigs is None:
-            raise BadRequest("not_indexed", f"product {req.value!r} is not in the index")
+            raise BadRequest("not_indexed", f"product {product_id!r} is not in the index")
         return sigs
+    sigs = {key: pack64(int(snap.column(key)[row])) for key in snap.signal_keys}
+    if rule.verified:
+        for key in store.blob_signals:
+            blob = store.blobs(key, [product_id])[0]
+            if blob is not None:
+                sigs[key] = blob
+    return sigs
+
+
+def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -> dict[str, bytes]:
+    """The signatures of a query image (fetched or decoded from the message)."""
     if req.source == "image_b64":
         try:
             data = base64.b64decode(req.value, validate=True)
@@ -108,8 +124,11 @@ def run_query(
     started = time.perf_counter()
     try:
         req = parse_request(kwargs, settings)
-        sigs = query_signatures(req, store, settings)
         snap = snapshot_for()
+        if req.source == "product_id":
+            sigs = indexed_signatures(req.value, snap, store, req.rule)
+        else:
+            sigs = query_signatures(req, store, settings)
         matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
     except NeardupError as exc:
         return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}

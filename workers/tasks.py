@@ -169,6 +169,13 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
     results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
     poisoned = _delivery_count(task_id) > settings.max_deliveries
     pipe = store.r.pipeline()
+    synced: list = []
+
+    def snapshot_once():  # one index sync per batch: its queries are answered from one version
+        if not synced:
+            synced.append(index_cache.snapshot())
+        return synced[0]
+
     for q in queries if isinstance(queries, list) else []:
         if not isinstance(q, dict) or not isinstance(q.get("key"), str):
             continue
@@ -176,7 +183,7 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
         if poisoned:
             result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
         else:
-            result = run_query(body, index_cache.snapshot, store, settings)
+            result = run_query(body, snapshot_once, store, settings)
         pipe.hset(results_key, q["key"], json.dumps(result))
         pipe.sadd(done, q["key"])
     pipe.expire(results_key, JOB_TTL)
