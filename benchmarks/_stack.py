@@ -73,10 +73,15 @@ class BenchStack:
         empty_orb = pipeline.verify.pack(
             pipeline.verify.Features((1, 1), np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
         )
+        from PIL import Image
+
+        sample = pipeline.describe(Image.new("RGB", (360, 540), "white"))
+        sample_blobs = {key: sample[key] for key in pipeline.BLOB_SIGNALS}
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):
                 sigs = {DHASH: pack64(int(hashes[k])), **{s: pack64(int(columns[s][k])) for s in others}}
+                sigs.update(sample_blobs)  # e.g. thumbnails: one real one, shared
                 sigs[pipeline.PDQ] = rng.bytes(32) + bytes([90])
                 sigs[pipeline.ORB] = empty_orb
                 products.append(Product(f"{1_000_000_000 + k}", "", sigs))

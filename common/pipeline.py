@@ -18,10 +18,13 @@ Stages (all but `original`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+import cv2
 import imagehash
 import numpy as np
 from PIL import Image
@@ -31,6 +34,8 @@ from common.presets import Rule
 from common.settings import Settings
 from common.signatures import DHASH, dhash64, pack64, unpack64
 from common.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
 
 SHA = "sha256p64@1"  # first 8 bytes of sha256 of the raw file (of the RGB pixels when raw is absent)
 PHASH = "phash64@1"  # imagehash.phash(image), 64 bits
@@ -204,8 +209,8 @@ def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: _RowDistances) 
 
 
 def _pdq_confirms(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> dict | None:
-    if q_pdq is None or t_pdq is None:
-        return None
+    if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
+        return None  # missing, or damaged: never evidence
     d = _pdq_distance(q_pdq, t_pdq)
     informative = min(q_pdq[32], t_pdq[32]) >= _LOW_QUALITY
     return {"pdq": d} if d <= rule.pdq_max and informative else None
@@ -237,6 +242,16 @@ def _orb_confirms(
     return {**extra, "photo": round(photo.luma, 3), "chroma": round(photo.chroma_corr, 3)}
 
 
+@contextlib.contextmanager
+def _skip_damaged(what: str) -> Iterator[None]:
+    """A stored blob that does not unpack (damaged, foreign) is no evidence: skip that candidate,
+    leave a trace, and answer the query from the others."""
+    try:
+        yield
+    except (ValueError, IndexError, TypeError, cv2.error) as exc:
+        log.warning("skipping %s: damaged signature blob (%s: %s)", what, type(exc).__name__, exc)
+
+
 def _verify(
     query: dict[str, bytes], ids: list[str], rows: list[int], rule: Rule, blobs: Blobs
 ) -> dict[int, tuple[str, dict]]:
@@ -260,22 +275,28 @@ def _verify(
     for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
         if blob is None:
             continue
-        verdict = verify.verify(q_feat, verify.unpack(blob))
-        if verdict.passes(rule.orb_min_inliers):
-            passed.append((i, blob, verdict))
+        with _skip_damaged(ids[i]):
+            verdict = verify.verify(q_feat, verify.unpack(blob))
+            if verdict.passes(rule.orb_min_inliers):
+                passed.append((i, blob, verdict))
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
     thumbs = blobs(THUMB, [ids[i] for i, _, _ in passed]) if passed and q_thumb is not None else []
     for k, (i, blob, verdict) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
-        if t_thumb is not None:
-            photo = verify.photometric(
-                q_thumb, verify.unpack_thumb(t_thumb), verdict.model, q_feat.size, verify.unpack_size(blob)
-            )
-            if not photo.passes(rule.photo_min):
-                continue
-            extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
-        found[rows[i]] = ("orb", extra)
+        with _skip_damaged(ids[i]):
+            if t_thumb is not None:
+                photo = verify.photometric(
+                    q_thumb,
+                    verify.unpack_thumb(t_thumb),
+                    verdict.model,
+                    q_feat.size,
+                    verify.unpack_size(blob),
+                )
+                if not photo.passes(rule.photo_min):
+                    continue
+                extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
+            found[rows[i]] = ("orb", extra)
     return found
 
 
@@ -316,7 +337,9 @@ def verify_pairs(pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs) -> list
         if orb[a] is None or orb[b] is None:
             out.append(None)
             continue
-        extra = _orb_confirms(feat(a), thumb(a), orb[b], lambda b=b: thumbs[b], rule)
+        extra = None
+        with _skip_damaged(f"{a}/{b}"):
+            extra = _orb_confirms(feat(a), thumb(a), orb[b], lambda b=b: thumbs[b], rule)
         out.append(("orb", extra) if extra is not None else None)
     return out
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from common import pipeline, presets
 from common.errors import BadRequest, NeardupError
@@ -19,6 +22,7 @@ from common.signatures import pack64
 from common.snapshot import Snapshot
 from common.store import IndexStore
 
+log = logging.getLogger(__name__)
 SOURCES = ("product_id", "url", "image_b64", "path")
 OPTIONS = {
     "preset": str,
@@ -132,6 +136,18 @@ def run_query(
         matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
     except NeardupError as exc:
         return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
+    except redis.RedisError:
+        raise  # infrastructure: the task requeues it, it is not the query's fault
+    except Exception as exc:  # a bug or a damaged index entry: answer with an error, keep the worker
+        log.exception("query failed")
+        return {
+            "ok": False,
+            "error": {
+                "stage": "query",
+                "reason": "internal_error",
+                "detail": f"{type(exc).__name__}: {exc}"[:300],
+            },
+        }
     shown = req.value if req.source != "image_b64" else f"<{len(req.value) * 3 // 4} bytes>"
     out = [
         {

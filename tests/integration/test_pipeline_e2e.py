@@ -138,3 +138,25 @@ def test_signature_mismatch_is_refused(index_redis):
     with pytest.raises(Exception, match="signature_mismatch"):
         store.check_signals()
     assert isinstance(index_redis, redis.Redis)
+
+
+def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
+    # Given a product whose stored ORB blob is garbage (a damaged or foreign index entry)
+    app, r, store = session
+    report = read_catalog(SAMPLES / "inventory")
+    ingest(app, r, store, report.items[:2])
+    from common import pipeline
+
+    pid, path = report.items[0]
+    r.hset(keys.signal(pipeline.ORB), pid, b"\x01garbage")
+    r.hset(keys.signal(pipeline.PDQ), pid, b"\x00")
+
+    # When a query lands on it as a candidate
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    res = app.send_task("neardup.query", kwargs={"image_b64": data}).get(timeout=30)
+
+    # Then the damaged candidate is skipped (and logged); the query is answered from the rest
+    assert res["ok"], res
+    assert all(m["stage"] not in ("pdq", "orb") for m in res["matches"] if m["product_id"] == pid)
+    again = app.send_task("neardup.query", kwargs={"product_id": report.items[1][0]}).get(timeout=30)
+    assert again["ok"], again
