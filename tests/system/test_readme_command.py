@@ -29,17 +29,14 @@ def test_readme_first_command_writes_the_json(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARDUP_")}
     env["NEARDUP_WORKERS"] = "2"
     cmd = readme_run_command().replace("samples/", f"{SAMPLES}/")
-    neardup = [sys.executable, "-m", "producer.cli"]
+
+    def run_readme_command() -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "producer.cli", *cmd.split()[1:]]
+        env_run = {**env, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(argv, cwd=tmp_path, env=env_run, capture_output=True, text=True, timeout=240)
 
     # When the README's command runs
-    proc = subprocess.run(
-        neardup + cmd.split()[1:],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_readme_command()
 
     # Then it succeeds and writes near_duplicate_image.json in the original shape
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -60,14 +57,7 @@ def test_readme_first_command_writes_the_json(tmp_path: Path) -> None:
     assert "ingest:" in proc.stderr and "query:" in proc.stderr
 
     # And a second run reuses the index kept on disk: nothing is downloaded again
-    again = subprocess.run(
-        neardup + cmd.split()[1:],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    again = run_readme_command()
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already indexed" in again.stderr
     assert json.loads((tmp_path / "near_duplicate_image.json").read_text()) == out
