@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def find_redis_server() -> str:
@@ -97,8 +99,11 @@ class RedisServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         # SHUTDOWN closes the connection on success; any other failure falls through to kill below.
+        # Never retried: redis-py retries commands on connection errors by default, and a late retry
+        # could shut down the server started next on the same port (tests restart Redis in place).
         with contextlib.suppress(redis.RedisError, OSError):
-            redis.Redis.from_url(self.url, socket_timeout=5).shutdown(nosave=False)
+            no_retry = Retry(NoBackoff(), 0)
+            redis.Redis.from_url(self.url, socket_timeout=5, retry=no_retry).shutdown(nosave=False)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

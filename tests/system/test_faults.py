@@ -116,7 +116,17 @@ def slow_items(server: BadServer, n: int, delay: float, prefix: str) -> list[tup
 
 def wait_job(e: Env, job_id: str, total: int, timeout: float = 60) -> None:
     """Until every product of the job is done or failed (tolerates Redis coming back)."""
-    wait_until(lambda: sum(jobs.count(e.r, job_id)) >= total, timeout, f"job {job_id} to finish")
+    try:
+        wait_until(lambda: sum(jobs.count(e.r, job_id)) >= total, timeout, f"job {job_id} to finish")
+    except AssertionError as exc:
+        state = {
+            "done, failed": jobs.count(e.r, job_id),
+            "queued": jobs.queue_lengths(e.broker),
+            "unacked": e.broker.hlen("unacked"),
+            "indexed": e.store.size(),
+            "clients": [(c.get("db"), c.get("cmd"), c.get("idle")) for c in e.r.client_list()],
+        }
+        raise AssertionError(f"{exc}; {state}") from None
 
 
 def index_ids(r: redis.Redis) -> list[str]:
