@@ -221,6 +221,8 @@ def test_redis_restart_mid_job_workers_reconnect_and_finish(env: Env, server: Ba
     items = slow_items(server, 12, delay=0.8, prefix="restart")
     job_id, sent, _ = jobs.enqueue_ingest(env.app, env.store, items, chunk=2)
     wait_until(lambda: jobs.count(env.r, job_id)[0] >= 2, 20, "the first products indexed")
+    # both children mid-download (a chunk downloads at most 2 at once): both will write during the outage
+    wait_until(lambda: server.in_flight >= 3, 20, "both children downloading")
 
     # When Redis (index and broker) stops, long enough for the consumer to lose the broker and a busy
     # child to fail writing to the index, and starts again on the same port and data dir
