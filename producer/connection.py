@@ -22,15 +22,24 @@ def celery_app(settings: Settings) -> Celery:
     return app
 
 
-def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=30, health_check_interval=25
+def _ping(url: str, timeout: float, what: str) -> None:
+    """A Redis that accepts connections but never answers fails here within `timeout`, not 30 s."""
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False
     )
     try:
-        client.ping()
+        probe.ping()
     except (redis.RedisError, OSError) as exc:
-        raise Unreachable(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}") from None
-    return client
+        raise Unreachable(f"cannot reach {what} at {safe_url(url)}: {exc}") from None
+    finally:
+        probe.close()
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
+    _ping(settings.redis_url, timeout, "Redis")
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=30, health_check_interval=25
+    )
 
 
 def index_store(client: redis.Redis) -> IndexStore:
@@ -54,9 +63,5 @@ def broker_redis(settings: Settings, timeout: float = 5.0) -> redis.Redis | None
         broker = "unix://" + broker[len("redis+socket://") :].replace("virtual_host=", "db=")
     if not broker.startswith(("redis://", "rediss://", "unix://")):
         return None
-    client = redis.Redis.from_url(broker, socket_connect_timeout=timeout, socket_timeout=30)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise Unreachable(f"cannot reach the broker at {safe_url(broker)}: {exc}") from None
-    return client
+    _ping(broker, timeout, "the broker")
+    return redis.Redis.from_url(broker, socket_connect_timeout=timeout, socket_timeout=30)
