@@ -7,6 +7,8 @@ present and on a generated labelled set:
     python benchmarks/bench_accuracy.py --generated 300 --no-devset
     python benchmarks/bench_accuracy.py --scale 1000000   # also: per-query cost at 1M synthetic rows
     python benchmarks/bench_accuracy.py --system          # the real system: `neardup run` per preset
+    python benchmarks/bench_accuracy.py --upscale 2       # devset x2 (720x1080, JPEG q92, temp dir)
+    NEARDUP_DECODE=draft python benchmarks/bench_accuracy.py   # the reduced-decode signal set
 
 `--system` runs the CLI end to end (embedded Redis + Celery workers, one data dir so the inventory
 is ingested once and re-used by later presets) and scores its near_duplicate_image.json with the
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 import subprocess
@@ -102,8 +103,31 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
 
 
 def _describe_file(path: str) -> dict[str, bytes]:
-    raw = Path(path).read_bytes()
-    return pipeline.describe(Image.open(io.BytesIO(raw)).convert("RGB"), raw)
+    # The workers' own decode + describe, in the mode NEARDUP_DECODE selects (exact or draft).
+    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9)
+
+
+def _upscale_file(job: tuple[str, str, float]) -> None:
+    src, dst, factor = job
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        size = (round(im.width * factor), round(im.height * factor))
+        im.resize(size, Image.Resampling.LANCZOS).save(dst, "JPEG", quality=92)
+
+
+def upscaled_copy(folder: Path, factor: float, dest: Path, workers: int) -> Path:
+    """The labelled set with every inventory photo and query rescaled by `factor` (LANCZOS, JPEG q92),
+    written under `dest` (a temp dir: devset images never go into the repository)."""
+    jobs = []
+    for sub in ("inventory", "queries"):
+        (dest / sub).mkdir(parents=True)
+        jobs += [(str(p), str(dest / sub / p.name), factor) for p in sorted((folder / sub).iterdir())]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_upscale_file, jobs, chunksize=16))
+    for name in ("labels.json", "score.py"):
+        if (folder / name).is_file():
+            (dest / name).write_bytes((folder / name).read_bytes())
+    return dest
 
 
 def describe_all(paths: list[Path], workers: int) -> list[dict[str, bytes]]:
@@ -279,16 +303,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write all results here")
     ap.add_argument("--system", action="store_true", help="score the real CLI + workers, not in-process")
+    ap.add_argument(
+        "--upscale", type=float, default=0, help="devset rescaled by this factor (temp copy), instead"
+    )
     args = ap.parse_args(argv)
     mode = "system (neardup run, embedded stack)" if args.system else "in-process (describe + find_matches)"
-    print(f"mode: {mode}")
+    print(f"mode: {mode}; decode: {pipeline.DECODE} (NEARDUP_DECODE)")
 
     def run(folder: Path, title: str) -> dict[str, dict]:
         return evaluate_system(folder, title) if args.system else evaluate(folder, args.workers, title)
 
     out: dict[str, dict] = {}
     if not args.no_devset:
-        if (args.devset / "labels.json").is_file():
+        if (args.devset / "labels.json").is_file() and args.upscale:
+            with tempfile.TemporaryDirectory(prefix="neardup-upscaled-") as tmp:
+                folder = upscaled_copy(args.devset, args.upscale, Path(tmp), args.workers)
+                out["devset"] = run(folder, f"devset {args.devset} upscaled x{args.upscale:g}")
+        elif (args.devset / "labels.json").is_file():
             out["devset"] = run(args.devset, f"devset {args.devset}")
         else:
             print(f"devset not found at {args.devset}: skipped")

@@ -4,6 +4,8 @@ write them into a private Redis. Images/s with 1 and 2 worker processes and risi
 
     python benchmarks/bench_ingest.py              # 600 images per configuration
     python benchmarks/bench_ingest.py --images 200 --quick
+    NEARDUP_DECODE=exact python benchmarks/bench_ingest.py      # the other decode mode
+    python benchmarks/bench_ingest.py --configs 2x16,3x16,4x8   # processes x concurrency
 
 Peer in the same run: the original system's loop (download one image, imagehash.dhash it, next),
 timed on a few images from the same server.
@@ -22,6 +24,7 @@ import requests
 from _common import machine, photo_jpeg, table
 from _stack import BenchStack
 
+from common import pipeline
 from producer import jobs
 
 LATENCY = 0.100
@@ -71,8 +74,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
+    ap.add_argument("--configs", help="processes x concurrency, comma-separated, e.g. 2x16,4x8")
     args = ap.parse_args()
     print(machine())
+    print(f"decode: {pipeline.DECODE} (NEARDUP_DECODE)")
     ctx = multiprocessing.get_context("spawn")
     ports: multiprocessing.Queue = ctx.Queue()
     server = ctx.Process(target=serve, args=(ports, 97, LATENCY), daemon=True)
@@ -80,8 +85,12 @@ def main() -> None:
     base = f"http://127.0.0.1:{ports.get(timeout=60)}"
     peer = original_rate(base)
     configs = [(1, 8), (1, 32), (2, 16), (2, 32), (4, 16), (6, 16)] if not args.quick else [(2, 16), (4, 16)]
+    if args.configs:
+        configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
     rows = []
-    with BenchStack(allow_private_urls=True, fetch_retries=1, ingest_chunk=16) as stack:
+    # Workers describe in this process's mode, so the index and its signal list agree.
+    stack_settings = {"allow_private_urls": True, "fetch_retries": 1, "ingest_chunk": 16}
+    with BenchStack(**stack_settings, decode=pipeline.DECODE) as stack:
         for procs, conc in configs:
             stack.start_workers(("ingest",), procs, fetch_concurrency=conc)
             stack.r.flushdb()
@@ -90,7 +99,7 @@ def main() -> None:
             job, sent, _ = jobs.enqueue_ingest(stack.app, stack.store, items, chunk=16)
             state = jobs.wait(stack.r, job, sent, "ingest", lambda: True, progress=False, timeout=900)
             rate = args.images / (time.perf_counter() - t0)
-            rows.append([procs, conc, args.images, state.failed, rate, peer, rate / peer])
+            rows.append([pipeline.DECODE, procs, conc, args.images, state.failed, rate, peer, rate / peer])
             print(table(HEADERS, rows[-1:]), flush=True)
             stack.stop_workers()
     server.terminate()
@@ -101,7 +110,16 @@ def main() -> None:
     print("# original: download then imagehash.dhash, one image at a time (the replaced system's loop).")
 
 
-HEADERS = ["processes", "concurrency", "images", "failed", "images/s", "original img/s", "× original"]
+HEADERS = [
+    "decode",
+    "processes",
+    "concurrency",
+    "images",
+    "failed",
+    "images/s",
+    "original img/s",
+    "× original",
+]
 
 if __name__ == "__main__":
     main()

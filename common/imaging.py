@@ -37,12 +37,22 @@ _EXIF_ORIENTATION = 0x0112
 _OPEN_LOCK = threading.Lock()
 
 
-def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+def decode(
+    data: bytes,
+    max_pixels: int,
+    draft: tuple[int, int] | None = None,
+    *,
+    draft_side: int | None = None,
+) -> Image.Image:
     """Decode `data` into an 'RGB' image, or raise ImageError.
 
     reasons: empty, not_image, corrupt, truncated, bomb (all permanent).
     `draft` asks JPEG for a reduced-size decode (DCT scaling) of at least that size: faster on big
     photos, but it changes pixels, so signatures computed from it differ slightly.
+    `draft_side` picks the draft from the header instead: the DCT scale 1/k (k = 1, 2, 4, 8) with
+    the largest k <= round(longer side / draft_side), i.e. never much below `draft_side` (see
+    draft_factor). Other formats decode at full size either way. The pixel cap always applies to
+    the full size, so a reduced decode cannot be used to slip a bomb through.
     """
     if not data:
         raise ImageError("empty", "zero bytes")
@@ -52,11 +62,21 @@ def decode(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -
         raise ImageError("corrupt", f"size {width}x{height}")
     if width * height > max_pixels:
         raise ImageError("bomb", f"{width}x{height} is more than {max_pixels} pixels")
+    if draft is None and draft_side is not None:
+        k = draft_factor(width, height, draft_side)
+        draft = (width // k, height // k) if k > 1 else None
     if draft is not None and image.format in _JPEG_FORMATS:
         image.draft("RGB", draft)
     _load(image)
     image = _upright(image)
     return _to_rgb(image)
+
+
+def draft_factor(width: int, height: int, side: int) -> int:
+    """The JPEG DCT reduction (1, 2, 4 or 8) for a working size near `side`: the largest power of two
+    not above round(longer side / side), the whole factor pipeline.working_copy would reduce by."""
+    want = round(max(width, height) / side)
+    return next(k for k in (8, 4, 2, 1) if k <= max(1, want))
 
 
 def _open(data: bytes) -> Image.Image:

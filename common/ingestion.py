@@ -14,7 +14,6 @@ import requests
 from common import pipeline
 from common.errors import NeardupError
 from common.fetch import FetchPolicy, fetch_with_retries, make_session
-from common.imaging import decode
 from common.settings import Settings
 from common.store import IndexStore, Product
 
@@ -60,8 +59,8 @@ def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPol
         data = fetch_with_retries(
             url, policy, retries=settings.fetch_retries, sleep=backoff, session=_session(policy)
         )
-        image = decode(data, settings.max_image_pixels)
-        return Outcome(product_id, url, Product(product_id, url, pipeline.describe(image, data)))
+        sigs = pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
+        return Outcome(product_id, url, Product(product_id, url, sigs))
     except NeardupError as exc:
         return Outcome(product_id, url, error=exc, attempts=len(waits) + 1)
     except Exception as exc:  # a bug or a library surprise must still leave a trace, not kill the chunk

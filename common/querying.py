@@ -16,7 +16,6 @@ from common import pipeline, presets
 from common.errors import BadRequest, NeardupError
 from common.fetch import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
-from common.imaging import decode
 from common.settings import Settings
 from common.signatures import pack64
 from common.snapshot import Snapshot
@@ -118,7 +117,8 @@ def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -
         data = fetch_with_retries(
             req.value, FetchPolicy.from_settings(settings), retries=settings.fetch_retries
         )
-    return pipeline.describe(decode(data, settings.max_image_pixels), data)
+    # Described exactly as ingest describes (same decode mode), or nothing would match.
+    return pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
 
 
 def run_query(

@@ -67,6 +67,13 @@ def _distance(text: str) -> int:
     return value
 
 
+def _decode_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("exact", "draft"):
+        raise ValueError("expected exact or draft")
+    return mode
+
+
 def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
 
@@ -162,6 +169,14 @@ class Settings:
     )
     fetch_concurrency: int = _env(
         "NEARDUP_FETCH_CONCURRENCY", _positive_int, 16, "Parallel downloads inside one ingest task."
+    )
+    decode: str = _env(
+        "NEARDUP_DECODE",
+        _decode_mode,
+        "exact",
+        "exact: dHash from the full-resolution image, bit-identical to imagehash (dhash64@1). draft: "
+        "big JPEGs decoded at reduced size and every signal taken from that (dhash64.work@1), "
+        "about 2x cheaper per image. Each makes its own index: changing it needs a new index.",
     )
 
     @classmethod

@@ -15,7 +15,7 @@ from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
 
 from common.errors import ImageError
-from common.imaging import ALLOWED_FORMATS, decode
+from common.imaging import ALLOWED_FORMATS, decode, draft_factor
 
 MAX = 50_000_000
 
@@ -103,6 +103,44 @@ def test_draft_decodes_a_big_jpeg_at_reduced_size(make_photo, encode_image) -> N
 def test_draft_is_ignored_for_other_formats(make_photo, encode_image) -> None:
     data = encode_image(make_photo(400, 300, seed=4), "PNG")
     assert decode(data, MAX, draft=(50, 50)).size == (400, 300)
+
+
+@pytest.mark.parametrize(
+    "size, factor",
+    [
+        ((360, 540), 1),
+        ((800, 1000), 2),
+        ((720, 1080), 2),
+        ((1080, 1620), 2),
+        ((2000, 3000), 4),
+        ((6000, 6000), 8),
+    ],
+)
+def test_draft_factor_is_a_power_of_two_never_past_the_working_reduction(size, factor) -> None:
+    assert draft_factor(*size, 540) == factor
+
+
+def test_draft_side_decodes_near_the_working_size_and_keeps_guards(make_photo, encode_image) -> None:
+    # Given an 800x1000 JPEG and a 360x540 one
+    big = encode_image(make_photo(800, 1000, seed=2), quality=90)
+    small = encode_image(make_photo(360, 540, seed=2), quality=90)
+    # then the big one decodes at 1/2 scale, the small one at full size, bit for bit the normal decode
+    assert decode(big, MAX, draft_side=540).size == (400, 500)
+    assert decode(small, MAX, draft_side=540).tobytes() == decode(small, MAX).tobytes()
+    # and the pixel cap still applies to the full size, not the reduced one
+    with pytest.raises(ImageError) as info:
+        decode(big, 500_000, draft_side=540)
+    assert info.value.reason == "bomb"
+
+
+def test_draft_side_applies_exif_orientation(encode_image) -> None:
+    stored = Image.new("RGB", (1600, 800), (255, 0, 0))
+    stored.paste((0, 0, 255), (800, 0, 1600, 800))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = decode(encode_image(stored, quality=95, exif=exif.tobytes()), MAX, draft_side=540)
+    assert image.size == (400, 800)
+    assert near(image.getpixel((200, 100)), (255, 0, 0)) and near(image.getpixel((200, 700)), (0, 0, 255))
 
 
 # --------------------------------------------------------------------------- bad bytes

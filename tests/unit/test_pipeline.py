@@ -51,7 +51,7 @@ def _ids(found: list[pipeline.Match]) -> list[str]:
 def test_signals_cover_the_contract(catalog: tuple[dict[str, bytes], Index]) -> None:
     photos, index = catalog
     sigs = index.items["0000000000"]
-    assert pipeline.SCAN_SIGNALS[0] == "dhash64@1"
+    assert pipeline.SCAN_SIGNALS[0] == pipeline.PRIMARY_OF[pipeline.DECODE]
     for key in pipeline.SCAN_SIGNALS:
         assert len(sigs[key]) == 8
     assert set(pipeline.BLOB_SIGNALS) <= set(sigs)
@@ -211,3 +211,71 @@ def test_same_template_other_colour_is_rejected_after_alignment() -> None:
     out = pipeline.verify_pairs([("a2", "a"), ("b", "a")], BALANCED, fetch)
     assert out[0] is not None and out[0][0] == "orb"
     assert out[1] is None
+
+
+# --------------------------------------------------------------------------- decode modes
+
+
+def _big_photo(seed: int) -> bytes:
+    """A product photo upscaled to 800x1000: big enough for the draft decode to reduce it."""
+    rng = np.random.default_rng(seed)
+    return _jpeg(samplegen.render_product(rng).resize((800, 1000), Image.Resampling.LANCZOS))
+
+
+def test_exact_mode_primary_dhash_is_bit_identical_to_imagehash() -> None:
+    import imagehash
+
+    data = _big_photo(3)
+    sigs = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
+    assert pipeline.primary_key(sigs) == "dhash64@1" and pipeline.DHASH_WORK not in sigs
+    exact = int(str(imagehash.dhash(Image.open(io.BytesIO(data)))), 16)
+    assert int.from_bytes(sigs["dhash64@1"], "big") == exact
+
+
+def test_draft_mode_is_its_own_signal_set() -> None:
+    # The primary key versions the whole set: the store refuses to mix the two.
+    assert pipeline.scan_signals(pipeline.DRAFT)[0] == pipeline.DHASH_WORK != "dhash64@1"
+    assert pipeline.scan_signals(pipeline.DRAFT)[1:] == pipeline.scan_signals(pipeline.EXACT)[1:]
+    sigs = pipeline.describe_bytes(_big_photo(3), 10**8, pipeline.DRAFT)
+    assert pipeline.primary_key(sigs) == pipeline.DHASH_WORK and "dhash64@1" not in sigs
+    assert set(pipeline.scan_signals(pipeline.DRAFT)) | set(pipeline.BLOB_SIGNALS) <= set(sigs)
+
+
+def test_draft_dhash_equals_exact_on_photos_the_draft_does_not_reduce() -> None:
+    data = _jpeg(samplegen.render_product(np.random.default_rng(4)))  # ~ devset size
+    exact = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
+    draft = pipeline.describe_bytes(data, 10**8, pipeline.DRAFT)
+    assert draft[pipeline.DHASH_WORK] == exact["dhash64@1"]
+    assert draft[pipeline.PDQ] == exact[pipeline.PDQ] and draft[pipeline.ORB] == exact[pipeline.ORB]
+
+
+def test_draft_signals_stay_close_to_exact_on_big_photos() -> None:
+    def bits(a: bytes, b: bytes) -> int:
+        return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+    for seed in range(4):
+        data = _big_photo(seed)
+        exact = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
+        draft = pipeline.describe_bytes(data, 10**8, pipeline.DRAFT)
+        assert bits(draft[pipeline.DHASH_WORK], exact["dhash64@1"]) <= 6
+        for key in (pipeline.PHASH, pipeline.DHASH_TRIM, *pipeline.DHASH_CROPS):
+            assert bits(draft[key], exact[key]) <= 8, key
+        assert bits(draft[pipeline.PDQ][:32], exact[pipeline.PDQ][:32]) <= 24
+
+
+@pytest.mark.parametrize("mode", [pipeline.EXACT, pipeline.DRAFT])
+def test_each_mode_finds_edits_of_big_photos(mode: str) -> None:
+    # Given big photos indexed in one mode, queries described in the same mode find their source
+    photos = {f"00000001{i:02d}": _big_photo(40 + i) for i in range(6)}
+    items = {pid: pipeline.describe_bytes(data, 10**8, mode) for pid, data in photos.items()}
+    snap = Snapshot(pipeline.scan_signals(mode))
+    ids = sorted(items)
+    snap.load(ids, {k: [items[i][k] for i in ids] for k in pipeline.scan_signals(mode)}, version=1)
+
+    def blobs(key: str, wanted: list[str]) -> list[bytes | None]:
+        return [items[i].get(key) for i in wanted]
+
+    source = Image.open(io.BytesIO(photos["0000000102"]))
+    edited = _jpeg(ImageEnhance.Brightness(source).enhance(1.15))
+    found = pipeline.find_matches(pipeline.describe_bytes(edited, 10**8, mode), snap, BALANCED, blobs=blobs)
+    assert _ids(found)[:1] == ["0000000102"]
