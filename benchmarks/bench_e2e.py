@@ -58,7 +58,10 @@ def main() -> None:
     ap.add_argument("--batch-queries", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2, help="query worker processes")
     ap.add_argument("--presets", default="original,balanced", help="comma-separated presets to time")
+    ap.add_argument("--quick", action="store_true", help="20k hashes, few queries: a smoke run")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.latency_queries, args.batch_queries = "20000", 50, 500
     print(machine())
     rows = []
     for n in parse_sizes(args.sizes):
