@@ -14,7 +14,6 @@ import redis
 
 from common import pipeline
 from common.settings import Settings
-from common.signatures import DHASH
 from common.store import IndexStore
 from producer.connection import celery_app
 from producer.local import WorkerProcess
@@ -68,7 +67,7 @@ class BenchStack:
         from common.store import Product
 
         rng = np.random.default_rng(seed)
-        others = [s for s in pipeline.SCAN_SIGNALS if s != DHASH]
+        others = [s for s in pipeline.SCAN_SIGNALS if s != pipeline.PRIMARY]
         columns = {s: rng.integers(0, 2**64 - 1, len(hashes), dtype=np.uint64, endpoint=True) for s in others}
         empty_orb = pipeline.verify.pack(
             pipeline.verify.Features((1, 1), np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
@@ -80,7 +79,10 @@ class BenchStack:
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):
-                sigs = {DHASH: pack64(int(hashes[k])), **{s: pack64(int(columns[s][k])) for s in others}}
+                sigs = {
+                    pipeline.PRIMARY: pack64(int(hashes[k])),
+                    **{s: pack64(int(columns[s][k])) for s in others},
+                }
                 sigs.update(sample_blobs)  # e.g. thumbnails: one real one, shared
                 sigs[pipeline.PDQ] = rng.bytes(32) + bytes([90])
                 sigs[pipeline.ORB] = empty_orb

@@ -10,7 +10,6 @@ import numpy as np
 from common import keys, pipeline, presets
 from common.dedup import PAIR_RECORD, STAGES, labels
 from common.matching import similarity
-from common.signatures import DHASH
 from producer import jobs
 from producer.session import Session
 
@@ -31,7 +30,7 @@ def run_dedup(
     dHash or pHash, each confirmed by the preset's verification (PDQ, or ORB + photometric check)."""
     started = time.monotonic()
     verified = presets.PRESETS[preset].verified
-    columns = [DHASH, pipeline.PHASH] if verified else [DHASH]
+    columns = [pipeline.PRIMARY, pipeline.PHASH] if verified else [pipeline.PRIMARY]
     bulk = sess.store.bulk()  # ids in row order: the same rows every shard scans
     n = len(bulk.ids)
     job_id = jobs.new_job_id("dedup")

@@ -6,7 +6,6 @@ import numpy as np
 
 from common import keys, pipeline, presets
 from common.dedup import PAIR_RECORD, STAGES, pairs_for_shard, shard_plan
-from common.signatures import DHASH
 from workers import index_cache
 from workers.app import app
 
@@ -25,7 +24,7 @@ def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int
     out = np.empty(len(keyed), dtype=PAIR_RECORD)
     out["i"] = (keyed >> np.uint64(32)).astype(np.uint32)
     out["j"] = (keyed & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    dh = snap.column(DHASH)
+    dh = snap.column(pipeline.PRIMARY)
     out["d"] = np.bitwise_count(dh[out["i"]] ^ dh[out["j"]])
     out["stage"] = 0
     return out
@@ -49,7 +48,7 @@ def dedup_shard(
     if len(snap) < n:
         raise RuntimeError(f"index has {len(snap)} rows, job planned for {n}")
     rule = presets.PRESETS[preset]
-    pairs = candidate_pairs(snap, columns or [DHASH], radius, n, n_shards, shard)
+    pairs = candidate_pairs(snap, columns or [pipeline.PRIMARY], radius, n, n_shards, shard)
     if rule.verified and len(pairs):
         store = index_cache.store()
         verdicts = pipeline.verify_pairs(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.signatures import DHASH, pack64
+from common import pipeline
+from common.signatures import pack64
 from common.store import Product
 from producer.connection import celery_app, index_store
 from producer.dedup import run_dedup
@@ -27,7 +28,9 @@ def test_dedup_shards_match_brute_force(base_settings, workers, index_redis):
     store = index_store(index_redis)
     # dedup reads only the dHash column; the other signals just need to be present
     filler = {s: pack64(0) for s in store.scan_signals} | {s: b"" for s in store.blob_signals}
-    store.write([Product(f"p{k:04d}", "", filler | {DHASH: pack64(h)}) for k, h in enumerate(hashes)])
+    store.write(
+        [Product(f"p{k:04d}", "", filler | {pipeline.PRIMARY: pack64(h)}) for k, h in enumerate(hashes)]
+    )
     sess = Session(base_settings, celery_app(base_settings), index_redis, store, None)
 
     # When dedup runs split into 5 shards across the workers
