@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
@@ -32,6 +34,30 @@ class Outcome:
 _threads = threading.local()
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool): rebuilt after a fork
 
+# Describing is CPU work: threads are there to overlap downloads, not to describe 16 images at once.
+# Two at a time still overlaps the C parts that release the GIL; more only adds GIL hand-offs and
+# cache misses (measured in-process, 800x1000 JPEGs: 11.8 vs 13.5 ms CPU per image).
+_DESCRIBE_SLOTS = 2
+_describe_slots: tuple[int, threading.BoundedSemaphore] | None = None
+_slots_lock = threading.Lock()
+
+# glibc hands every image-sized buffer (> 128 KiB) straight back to the kernel when it is freed
+# once several threads allocate, so each decode and resize page-faults its memory in again (the
+# workers showed ~25 % system time). Keeping freed blocks up to 16 MiB in the heap cut CPU per
+# image by ~3 ms (13.5 -> 10.1 ms, +35-95 MB RSS per process). Ingest worker processes only.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 16 * 1024 * 1024
+_TRIM_THRESHOLD = 64 * 1024 * 1024
+
+
+def _tune_allocator() -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune, nothing lost
+        pass
+
 
 def _session(policy: FetchPolicy) -> requests.Session:
     cached = getattr(_threads, "session", None)
@@ -43,8 +69,19 @@ def _session(policy: FetchPolicy) -> requests.Session:
 def _executor(size: int) -> ThreadPoolExecutor:
     global _pool
     if _pool is None or _pool[0] != os.getpid() or _pool[1] != size:
+        if _pool is None or _pool[0] != os.getpid():
+            _tune_allocator()
         _pool = (os.getpid(), size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="fetch"))
     return _pool[2]
+
+
+def _slots() -> threading.BoundedSemaphore:
+    """This process's describe slots: a fresh semaphore after a fork, never one inherited held."""
+    global _describe_slots
+    with _slots_lock:
+        if _describe_slots is None or _describe_slots[0] != os.getpid():
+            _describe_slots = (os.getpid(), threading.BoundedSemaphore(_DESCRIBE_SLOTS))
+        return _describe_slots[1]
 
 
 def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPolicy) -> Outcome:
@@ -59,7 +96,8 @@ def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPol
         data = fetch_with_retries(
             url, policy, retries=settings.fetch_retries, sleep=backoff, session=_session(policy)
         )
-        sigs = pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
+        with _slots():
+            sigs = pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
         return Outcome(product_id, url, Product(product_id, url, sigs))
     except NeardupError as exc:
         return Outcome(product_id, url, error=exc, attempts=len(waits) + 1)
