@@ -181,7 +181,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from producer.local import worker_command
 
     name = args.name or f"neardup-{os.getpid()}@%h"
-    cmd = worker_command(args.queues.split(","), args.concurrency or settings.workers, name, args.loglevel)
+    queues = args.queues.split(",")
+    # Ingest processes wait ~100 ms per task on image hosts: twice as many as cores keeps the CPU busy
+    # (measured in benchmarks/bench_ingest.py). Query processes are CPU-bound and hold an index copy.
+    concurrency = args.concurrency or (2 * settings.workers if queues == ["ingest"] else settings.workers)
+    cmd = worker_command(queues, concurrency, name, args.loglevel)
     os.execv(cmd[0], cmd)
     return EXIT_OK  # pragma: no cover
 
@@ -339,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Celery worker against NEARDUP_REDIS_URL")
     p.add_argument("--queues", default="ingest,query", help="comma-separated: ingest, query (default both)")
     p.add_argument(
-        "-c", "--concurrency", type=int, default=None, help="worker processes (default NEARDUP_WORKERS)"
+        "-c",
+        "--concurrency",
+        type=int,
+        default=None,
+        help="worker processes (default NEARDUP_WORKERS; twice that with --queues ingest)",
     )
     p.add_argument("-n", "--name", default=None, help="worker node name")
     p.add_argument("--loglevel", default="INFO")
