@@ -61,7 +61,7 @@ BLOCKED_HOSTS = [
 BAD_SCHEMES = [
     "ftp://example.com/a.jpg",
     "gopher://example.com/_GET",
-    "dict://127.0.0.1:6379/info",
+    "dict://127.0.0.1:9/info",
     "ldap://example.com/",
     "sftp://example.com/a.jpg",
     "jar:http://example.com/a.jar!/a.jpg",
@@ -234,7 +234,7 @@ def test_a_default_worker_refuses_hostile_urls_end_to_end(strict_worker, server:
         ("e-decimal", f"http://2130706433:{port}/h/ok.jpg"),
         ("e-metadata", "http://169.254.169.254/latest/meta-data/"),
         ("e-file", "file:///etc/passwd"),
-        ("e-gopher", "gopher://127.0.0.1:6379/_INFO"),
+        ("e-gopher", "gopher://127.0.0.1:9/_INFO"),
         ("e-good", str(root / "good.jpg")),
     ]
     hits_before = sum(server.hits.values())
