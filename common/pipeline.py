@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from common import localindex, matching, normalise, plugins, verify
+from common.errors import ConfigError
 from common.imaging import decode
 from common.presets import Rule
 from common.settings import Settings
@@ -37,6 +38,18 @@ from common.signatures import DHASH, dhash64, pack64, unpack64
 from common.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+
+def _import_settings() -> Settings:
+    """The settings this module's constants depend on. A bad environment must not crash an import:
+    the CLI validates it in full and answers with every bad value and exit code 2."""
+    try:
+        return Settings.from_env()
+    except ConfigError:
+        return Settings()
+
+
+_SETTINGS = _import_settings()
 
 SHA = "sha256p64@1"  # first 8 bytes of sha256 of the raw file (of the RGB pixels when raw is absent)
 PHASH = "phash64@1"  # imagehash.phash(image), 64 bits
@@ -46,7 +59,7 @@ PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
-PLUGINS = plugins.load(Settings.from_env().plugins)
+PLUGINS = plugins.load(_SETTINGS.plugins)
 
 # ORB words of the strongest keypoints, 4 x 16 bits per column (common.localindex): crop candidates.
 ORB_WORDS = localindex.COLUMNS
@@ -61,7 +74,7 @@ EXACT, DRAFT = "exact", "draft"
 # dhash64@1 for photos up to ~810 px (no reduction), within a few bits above. Bump if that changes.
 DHASH_WORK = "dhash64.work@1"
 PRIMARY_OF = {EXACT: DHASH, DRAFT: DHASH_WORK}
-DECODE = Settings.from_env().decode
+DECODE = _SETTINGS.decode
 
 
 def scan_signals(mode: str = DECODE) -> tuple[str, ...]:

@@ -42,6 +42,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; consumers expect what open() would give
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dumps_by_key(data) if isinstance(data, dict) else json.dumps(data, ensure_ascii=False))

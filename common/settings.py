@@ -23,15 +23,25 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value <= 0:
         raise ValueError("must be > 0")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
     if value <= 0:
         raise ValueError("must be > 0")
     return value
@@ -43,6 +53,13 @@ def _paths(text: str) -> tuple[Path, ...]:
 
 def _optional_str(text: str) -> str | None:
     return text.strip() or None
+
+
+def _redis_url(text: str) -> str | None:
+    url = text.strip() or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
 
 
 def _preset(text: str) -> str:
@@ -82,7 +99,7 @@ def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
 class Settings:
     redis_url: str | None = _env(
         "NEARDUP_REDIS_URL",
-        _optional_str,
+        _redis_url,
         None,
         "Redis for the index (and broker unless NEARDUP_BROKER_URL is set). Unset: the CLI starts "
         "its own private redis-server and workers (embedded mode).",
@@ -118,9 +135,12 @@ class Settings:
         "NEARDUP_MAX_DISTANCE", _distance, None, "Override the preset's dHash rule: Hamming distance."
     )
     plugins: tuple[str, ...] = _env(
-        "NEARDUP_PLUGINS", lambda t: tuple(n.strip() for n in t.split(",") if n.strip()), (),
+        "NEARDUP_PLUGINS",
+        lambda t: tuple(n.strip() for n in t.split(",") if n.strip()),
+        (),
         "Extra per-product signals (comma-separated plugin names, e.g. garment_hsv): stored at ingest, "
-        "scored for every match. Changing it needs a re-ingest (--force).")
+        "scored for every match. Changing it needs a re-ingest (--force).",
+    )
     allow_private_urls: bool = _env(
         "NEARDUP_ALLOW_PRIVATE_URLS",
         _bool,
@@ -152,9 +172,9 @@ class Settings:
         "NEARDUP_DOWNLOAD_DEADLINE", _positive_float, 60.0, "Total seconds one download may take."
     )
     fetch_retries: int = _env(
-        "NEARDUP_FETCH_RETRIES", int, 3, "Retries (with backoff) of 429/5xx/connection errors."
+        "NEARDUP_FETCH_RETRIES", _int, 3, "Retries (with backoff) of 429/5xx/connection errors."
     )
-    max_redirects: int = _env("NEARDUP_MAX_REDIRECTS", int, 5, "Redirects followed, each re-checked.")
+    max_redirects: int = _env("NEARDUP_MAX_REDIRECTS", _int, 5, "Redirects followed, each re-checked.")
     ingest_chunk: int = _env(
         "NEARDUP_INGEST_CHUNK", _positive_int, 16, "Products per ingest task (amortises broker cost)."
     )

@@ -105,17 +105,19 @@ class IndexStore:
 
     # -- schema guard -------------------------------------------------------------------------
     def check_signals(self) -> None:
-        """Refuse to mix signatures: an index built with other signals needs a new index or --force."""
+        """Refuse to mix signatures: an index built with other signals stays as it is."""
         wanted = json.dumps(list(self.scan_signals))
         existing = self.r.get(keys.SIGNALS)
         if existing is None:
             self.r.set(keys.SIGNALS, wanted, nx=True)
             existing = self.r.get(keys.SIGNALS)
         if existing.decode() != wanted:
+            held, ours = set(json.loads(existing)), set(self.scan_signals)
             raise ConfigError(
                 "signature_mismatch",
-                f"this index holds {existing.decode()} but this worker computes {wanted}; "
-                "use a new index (NEARDUP_DATA_DIR / another Redis db) or `neardup reset`",
+                f"this index was built with {sorted(held - ours)} where this process computes "
+                f"{sorted(ours - held)} (another NEARDUP_DECODE or version). Use the setting it was "
+                "built with, or a new index: another NEARDUP_DATA_DIR (embedded) or Redis database",
             )
 
     # -- writes -------------------------------------------------------------------------------

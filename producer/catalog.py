@@ -7,7 +7,6 @@ Nothing in a catalog is fatal: malformed rows, missing URLs, unsafe or duplicate
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,26 +78,34 @@ def _add(report: CatalogReport, seen: set[str], pid: str, url: str, line: str) -
 
 
 def _read_seed_csv(path: Path, text: str, tops_only: bool) -> CatalogReport:
+    """One physical line, one row: a stray quote spoils its own row (counted as malformed) instead of
+    swallowing every line after it, as a multi-line CSV field would."""
     report = CatalogReport(str(path))
     seen: set[str] = set()
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        for row in reader:
-            report.rows += 1
-            if None in row or any(v is None for v in row.values()):
-                report.skip("malformed_row", f"line {reader.line_num}")
+    lines = text.splitlines()
+    header = next(csv.reader(lines[:1]))
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        report.rows += 1
+        try:
+            fields = next(csv.reader([line], strict=True))
+        except csv.Error:
+            report.skip("malformed_row", f"line {n}")
+            continue
+        if len(fields) != len(header):
+            report.skip("malformed_row", f"line {n}")
+            continue
+        row = dict(zip(header, fields, strict=True))
+        pid = (row.get("productId") or "").strip()
+        urls = [u.strip() for u in (row.get("imageUrlStr") or "").split(";") if u.strip()]
+        if tops_only:
+            leaf = (row.get("categories") or "").split(">")[-1]
+            if "Tops" not in leaf:
+                report.skipped["not_tops"] += 1
                 continue
-            pid = (row.get("productId") or "").strip()
-            urls = [u.strip() for u in (row.get("imageUrlStr") or "").split(";") if u.strip()]
-            if tops_only:
-                leaf = (row.get("categories") or "").split(">")[-1]
-                if "Tops" not in leaf:
-                    report.skipped["not_tops"] += 1
-                    continue
-            url = _resolve(urls[0], path.parent) if urls else ""
-            _add(report, seen, pid, url, f"line {reader.line_num}: {pid}")
-    except csv.Error as exc:
-        report.skip("malformed_csv", str(exc))
+        url = _resolve(urls[0], path.parent) if urls else ""
+        _add(report, seen, pid, url, f"line {n}: {pid}")
     return report
 
 

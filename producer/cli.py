@@ -55,6 +55,7 @@ def query_specs(
             files.append(p)
         else:
             raise FileNotFoundError(f"query input not found: {item}")
+    files = list(dict.fromkeys(f.resolve() for f in files))  # the same file given twice is one query
     names = Counter(f.name for f in files)
     for f in files:
         spec: dict[str, Any] = {"key": f.name if names[f.name] == 1 else str(f)}
@@ -64,9 +65,11 @@ def query_specs(
             spec["image_b64"] = base64.b64encode(f.read_bytes()).decode()
         spec["exclude"] = f.stem  # a product's own photo never matches itself
         specs.append(spec)
-    for pid in product_ids:
+    for pid in dict.fromkeys(product_ids):
         specs.append({"key": check_product_id(pid), "product_id": pid})
-    return specs, sorted({f.resolve().parent for f in files})
+    # One result per key: a key given twice would leave the job waiting for an answer never stored.
+    specs = list({spec["key"]: spec for spec in reversed(specs)}.values())[::-1]
+    return specs, sorted({f.parent for f in files})
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) ->
         by_reason = Counter(rec.get("reason", "unknown") for rec in failed.values())
         say("  failures by reason: " + ", ".join(f"{r}={n}" for r, n in by_reason.most_common()))
         for pid, rec in list(failed.items())[:10]:
-            say(f"  {pid}: {rec.get('stage')}/{rec.get('reason')} {rec.get('error', '')[:160]}")
+            say(f"  {pid}: {rec.get('stage')} {rec.get('error') or rec.get('reason')}"[:200])
     return EXIT_FAILURES if state.failed else EXIT_OK
 
 
@@ -142,7 +145,7 @@ def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
         f"-> {args.output}"
     )
     for key, err in list(errors.items())[:10]:
-        say(f"  {key}: {err.get('reason')} {err.get('detail', '')[:160]}")
+        say(f"  {key}: {err.get('detail') or err.get('reason')}"[:200])
     return EXIT_FAILURES if errors else EXIT_OK
 
 
@@ -293,6 +296,30 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------------------------
 
 
+def _preset(text: str) -> str:
+    from common.presets import PRESETS
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r}; choose one of {', '.join(sorted(PRESETS))}"
+        )
+    return text
+
+
+def _distance(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError("a Hamming distance of 64 bits: 0 to 64")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _common_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
@@ -301,8 +328,10 @@ def _common_job_args(p: argparse.ArgumentParser) -> None:
 def _query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"output JSON (default {DEFAULT_OUTPUT})")
     p.add_argument("--details", action="store_true", help="add distances, matching stage, index version")
-    p.add_argument("--preset", default=None, help="strict, balanced (default), loose or original")
-    p.add_argument("--max-distance", type=int, default=None, help="override the preset's dHash radius")
+    p.add_argument(
+        "--preset", type=_preset, default=None, help="strict, balanced (default), loose or original"
+    )
+    p.add_argument("--max-distance", type=_distance, default=None, help="override the preset's dHash radius")
     p.add_argument("--product-id", action="append", help="query by a product id already indexed")
 
 
@@ -345,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         "--concurrency",
-        type=int,
+        type=_positive,
         default=None,
         help="worker processes (default NEARDUP_WORKERS; twice that with --queues ingest)",
     )
@@ -355,10 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dedup", help="all near-duplicate pairs and groups in the whole index")
     p.add_argument("-o", "--output", default="near_duplicate_groups.json", help="output JSON")
-    p.add_argument("--preset", default=None, help="its dHash radius is the pair threshold")
-    p.add_argument("--max-distance", type=int, default=None, help="dHash radius (overrides the preset)")
+    p.add_argument("--preset", type=_preset, default=None, help="its dHash radius is the pair threshold")
+    p.add_argument("--max-distance", type=_distance, default=None, help="dHash radius (overrides the preset)")
     p.add_argument(
-        "--shards", type=int, default=None, help="tasks to split the work into (default 2 per worker)"
+        "--shards", type=_positive, default=None, help="tasks to split the work into (default 2 per worker)"
     )
     p.add_argument("--no-pairs", action="store_true", help="write the groups only")
     _common_job_args(p)

@@ -41,4 +41,6 @@ def open_session(settings: Settings, roots: Iterable[Path] = (), workers: bool =
     with stack if stack is not None else contextlib.nullcontext():
         s = stack.settings if stack is not None else settings
         client = redis_client(s)
-        yield Session(s, celery_app(s), client, index_store(client), broker_redis(s), stack)
+        store = index_store(client)
+        store.check_signals()  # an index of another decode mode or signature: say so now, not per task
+        yield Session(s, celery_app(s), client, store, broker_redis(s), stack)

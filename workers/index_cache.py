@@ -36,6 +36,13 @@ def store() -> IndexStore:
     return _process_state()[2]
 
 
+def check_signals() -> None:
+    """Raise ConfigError when the index holds another signal set than this worker computes (another
+    decode mode or signature version). One GET per task, because an index can be reset or replaced
+    under a running worker; tasks turn the error into recorded failures and error results."""
+    store().check_signals()
+
+
 def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
     state = _state.get(os.getpid())
     if state is None:
@@ -48,7 +55,6 @@ def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
             retry_on_timeout=True,
         )
         st = IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
-        st.check_signals()
         _state.clear()
         _state[os.getpid()] = state = (s, client, st)
     return state
@@ -106,10 +112,3 @@ def _warm(snap: Snapshot) -> None:
             localindex.index_for(snap)  # the inverted word index: seconds at 1M, so not in a query
     except Exception:  # warming is an optimisation: a failure here must not stop the worker
         log.warning("index warm-up failed", exc_info=True)
-
-
-def reset() -> None:
-    """Forget the in-memory index (tests, `neardup reset`)."""
-    global _snap, _last_change
-    with _lock:
-        _snap, _last_change = None, "0-0"

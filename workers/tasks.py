@@ -13,7 +13,7 @@ import redis
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from common import keys
-from common.errors import BadRequest, NeardupError
+from common.errors import BadRequest, ConfigError, NeardupError
 from common.ids import check_product_id
 from common.ingestion import ingest_items
 from common.querying import run_query
@@ -95,6 +95,14 @@ def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) ->
         if pid != "?" and len(pid) <= 256:
             store.record_failure(pid[:256], "request", "bad_item", reason)
         r.sadd(failed, pid[:256])
+    try:
+        index_cache.check_signals()
+    except ConfigError as exc:  # this worker computes other signatures than the index holds
+        for pid, url in good:
+            store.record_failure(pid, exc.stage, exc.reason, str(exc), url)
+        if good:
+            r.sadd(failed, *[pid for pid, _ in good])
+        return
     if _delivery_count(task_id) > settings.max_deliveries:
         # Poison: this chunk killed its worker every time. Record it and let the queue move on.
         detail = "task killed its worker repeatedly"
@@ -150,6 +158,10 @@ def query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return _error(BadRequest("bad_request", "pass the query as keyword arguments, not positional"))
     if _delivery_count(self.request.id) > index_cache.settings().max_deliveries:
         return _error(BadRequest("poison", "this query killed its worker repeatedly"))
+    try:
+        index_cache.check_signals()
+    except ConfigError as exc:
+        return _error(exc)
     return run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings())
 
 
@@ -168,6 +180,11 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
     store, settings = index_cache.store(), index_cache.settings()
     results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
     poisoned = _delivery_count(task_id) > settings.max_deliveries
+    try:
+        index_cache.check_signals()
+        config_error = None
+    except ConfigError as exc:
+        config_error = exc
     pipe = store.r.pipeline()
     synced: list = []
 
@@ -180,7 +197,9 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
         if not isinstance(q, dict) or not isinstance(q.get("key"), str):
             continue
         body = {k: v for k, v in q.items() if k != "key"}
-        if poisoned:
+        if config_error is not None:
+            result = _error(config_error)
+        elif poisoned:
             result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
         else:
             result = run_query(body, snapshot_once, store, settings)

@@ -160,3 +160,23 @@ def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
     assert all(m["stage"] not in ("pdq", "orb") for m in res["matches"] if m["product_id"] == pid)
     again = app.send_task("neardup.query", kwargs={"product_id": report.items[1][0]}).get(timeout=30)
     assert again["ok"], again
+
+
+def test_an_index_of_other_signatures_gives_recorded_errors_not_a_hang(session, tmp_path):
+    # Given an index that records another signal set (another decode mode or signature version)
+    app, r, store = session
+    r.set(keys.SIGNALS, json.dumps(["dhash64@0"]))
+
+    # When products are ingested and a query is sent by workers computing today's signals
+    src = sorted((SAMPLES / "inventory").glob("*.jpg"))[0]
+    job_id, sent, _ = jobs.enqueue_ingest(app, store, [("3000000001", str(src))], chunk=8)
+    state = jobs.wait(r, job_id, sent, "ingest", lambda: True, progress=False, timeout=60)
+    res = app.send_task("neardup.query", kwargs={"path": str(src)}).get(timeout=30)
+
+    # Then every product is recorded as failed with the reason, and the query answers with it
+    assert (
+        state.failed == 1
+        and jobs.failed_items(r, store, job_id)["3000000001"]["reason"] == "signature_mismatch"
+    )
+    assert res["ok"] is False and res["error"]["reason"] == "signature_mismatch"
+    assert r.hlen(keys.ROWS) == 0

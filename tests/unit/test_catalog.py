@@ -54,3 +54,15 @@ def test_bundled_sample_catalog_reads_clean():
     report = read_catalog(SAMPLES / "catalog.csv", tops_only=True)
     assert len(report.items) == 40 and all(Path(u).exists() for _, u in report.items)
     assert report.skipped == {"not_tops": 3}
+
+
+def test_a_stray_quote_spoils_only_its_own_row(tmp_path):
+    csv = tmp_path / "seed.csv"
+    rows = [f"{1000 + k},https://a/{k}.jpg,Apparel>Women>Tops\n" for k in range(10)]
+    rows[4] = '1004,"https://a/4.jpg;x,Apparel>Women>Tops\n'  # an opening quote never closed
+    csv.write_text("productId,imageUrlStr,categories\n" + "".join(rows))
+    report = read_catalog(csv, tops_only=True)
+    assert report.rows == 10
+    assert len(report.items) == 9 and "1004" not in dict(report.items)
+    assert report.skipped == {"malformed_row": 1}
+    assert report.examples["malformed_row"] == ["line 6"]

@@ -57,3 +57,15 @@ def test_bad_query_messages_get_a_reason(kwargs, reason):
 def test_similarity_override_maps_to_distance():
     req = parse_request({"product_id": "1", "min_similarity": 90}, S)
     assert req.rule.max_distance == 6 and req.exclude == "1"
+
+
+def test_output_file_mode_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "out.json", {"q": []})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o644
