@@ -122,7 +122,11 @@ def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -
 
 
 def run_query(
-    kwargs: Mapping[str, Any], snapshot_for: Callable[[], Snapshot], store: IndexStore, settings: Settings
+    kwargs: Mapping[str, Any],
+    snapshot_for: Callable[[], Snapshot],
+    store: IndexStore,
+    settings: Settings,
+    reraise: tuple[type[BaseException], ...] = (),
 ) -> dict[str, Any]:
     """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}."""
     started = time.perf_counter()
@@ -134,10 +138,12 @@ def run_query(
         else:
             sigs = query_signatures(req, store, settings)
         matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
+        if req.source == "product_id":  # never the query's own product, whatever else is excluded
+            matches = [m for m in matches if m.product_id != req.value]
     except NeardupError as exc:
         return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
-    except redis.RedisError:
-        raise  # infrastructure: the task requeues it, it is not the query's fault
+    except (redis.RedisError, *reraise):
+        raise  # infrastructure or the caller's own signals (a time limit): not the query's fault
     except Exception as exc:  # a bug or a damaged index entry: answer with an error, keep the worker
         log.exception("query failed")
         return {

@@ -94,7 +94,14 @@ def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) ->
     if skipped:
         say(f"ingest: {skipped} products already indexed (use --force to redo them)")
     state = jobs.wait(
-        sess.r, job_id, sent, "ingest", sess.workers_alive, progress=not args.quiet, timeout=args.timeout
+        sess.r,
+        job_id,
+        sent,
+        "ingest",
+        sess.workers_alive,
+        progress=not args.quiet,
+        timeout=args.timeout,
+        pending=sess.pending,
     )
     elapsed = time.monotonic() - started
     rate = sent / elapsed if elapsed > 0 else 0.0
@@ -122,7 +129,14 @@ def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
     started = time.monotonic()
     job_id = jobs.enqueue_queries(sess.app, sess.r, specs)
     jobs.wait(
-        sess.r, job_id, len(specs), "query", sess.workers_alive, progress=not args.quiet, timeout=args.timeout
+        sess.r,
+        job_id,
+        len(specs),
+        "query",
+        sess.workers_alive,
+        progress=not args.quiet,
+        timeout=args.timeout,
+        pending=sess.pending,
     )
     results = jobs.gather(sess.r, job_id)
     ordered = {s["key"]: results.get(s["key"], {"ok": False, "error": {"reason": "lost"}}) for s in specs}

@@ -46,7 +46,16 @@ def run_dedup(
             "columns": columns,
         }
         sess.app.send_task("neardup.dedup_shard", kwargs=kwargs, queue="query")
-    jobs.wait(sess.r, job_id, n_shards, "dedup", sess.workers_alive, progress=progress, timeout=timeout)
+    jobs.wait(
+        sess.r,
+        job_id,
+        n_shards,
+        "dedup",
+        sess.workers_alive,
+        progress=progress,
+        timeout=timeout,
+        pending=sess.pending if sess.broker is not None else None,
+    )
     raw = sess.r.hgetall(keys.dedup_pairs(job_id))
     parts = [np.frombuffer(raw[k], dtype=PAIR_RECORD) for k in sorted(raw)]
     pairs = np.concatenate(parts) if parts else np.zeros(0, dtype=PAIR_RECORD)

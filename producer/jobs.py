@@ -103,6 +103,7 @@ def wait(
     progress: bool = True,
     stall_seconds: float = 30.0,
     timeout: float | None = None,
+    pending: Callable[[], int] | None = None,
 ) -> JobProgress:
     """Poll the job's Redis sets until every item is done or failed; fail clearly if nobody works on it."""
     state = JobProgress(job_id, total)
@@ -132,6 +133,11 @@ def wait(
             if now - last_change > stall_seconds:
                 if not workers_alive():
                     raise Stalled(f"{desc}: no progress for {stall_seconds:.0f} s and no worker answers")
+                if pending is not None and pending() == 0:
+                    raise Stalled(
+                        f"{desc}: no progress for {stall_seconds:.0f} s and no message left in the "
+                        f"queues at {finished}/{total}: work was lost (see the workers' logs)"
+                    )
                 last_change = now
             time.sleep(0.05 if total < 1000 else 0.2)
     finally:
@@ -151,6 +157,11 @@ def failed_items(r: redis.Redis, store: IndexStore, job_id: str) -> dict[str, di
         pid: (json.loads(rec) if rec else {"reason": "unknown"})
         for pid, rec in zip(pids, records, strict=True)
     }
+
+
+def messages_pending(broker: redis.Redis) -> int:
+    """Messages waiting in either queue or delivered and not yet acknowledged (running)."""
+    return sum(queue_lengths(broker).values()) + int(broker.hlen("unacked"))
 
 
 def queue_lengths(broker: redis.Redis) -> dict[str, int]:

@@ -105,7 +105,12 @@ class LocalStack:
         self.settings = self.base
 
     def __enter__(self) -> LocalStack:
-        self.redis.start()
+        self._lock_data_dir()
+        try:
+            self.redis.start()
+        except BaseException:
+            self._unlock()
+            raise
         self.settings = replace(self.base, redis_url=self.redis.url)
         try:
             if self.n_workers:
@@ -141,3 +146,25 @@ class LocalStack:
         for w in self.workers:
             w.stop()
         self.redis.stop()
+        self._unlock()
+
+    def _lock_data_dir(self) -> None:
+        """One embedded stack per data dir: a second one would start another redis-server on the same
+        AOF files and socket, and each would shut the other down."""
+        import fcntl
+
+        self.base.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.base.data_dir / "lock", "w")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(
+                f"another neardup command is running on {self.base.data_dir}: wait for it, or give this "
+                "one its own NEARDUP_DATA_DIR"
+            ) from None
+
+    def _unlock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None and not lock.closed:
+            lock.close()  # closing the file releases the flock

@@ -26,6 +26,12 @@ class Session:
     broker: redis.Redis | None
     stack: LocalStack | None = None
 
+    def pending(self) -> int | None:
+        """Messages queued or running, when the broker is a Redis we can read."""
+        from producer.jobs import messages_pending
+
+        return messages_pending(self.broker) if self.broker is not None else None
+
     def workers_alive(self) -> bool:
         if self.stack is not None:
             return any(w.alive() for w in self.stack.workers)

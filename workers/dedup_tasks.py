@@ -18,7 +18,9 @@ def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int
     plan = shard_plan(n_shards, radius, n)[shard]
     found = []
     for column in columns:
-        i, j, _ = pairs_for_shard(snap.column(column)[:n], radius, plan, expand_duplicates=True)
+        # Identical hashes come as a star from their first row, not all k^2/2 pairs: a crowd of shared
+        # placeholder photos stays linear (groups are the same either way).
+        i, j, _ = pairs_for_shard(snap.column(column)[:n], radius, plan, expand_duplicates=False)
         found.append(i.astype(np.uint64) << np.uint64(32) | j.astype(np.uint64))
     keyed = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     out = np.empty(len(keyed), dtype=PAIR_RECORD)
@@ -44,6 +46,15 @@ def dedup_shard(
     """Pairs of this shard among the first `n` rows (rows are append-only, so every shard of one job
     sees the same rows), verified like query matches unless the preset is `original`, stored as
     packed records for the producer to join."""
+    from workers.tasks import _delivery_count
+
+    if _delivery_count(self.request.id) > index_cache.settings().max_deliveries:
+        # Poison: this shard killed its worker every time. Record an empty answer and move on.
+        r = index_cache.store().r
+        r.hset(keys.dedup_pairs(job_id), str(shard), b"")
+        r.sadd(keys.job_done(job_id), str(shard))
+        r.hset(keys.job_meta(job_id), f"poison:{shard}", "killed its worker repeatedly")
+        return
     snap = index_cache.snapshot()
     if len(snap) < n:
         raise RuntimeError(f"index has {len(snap)} rows, job planned for {n}")

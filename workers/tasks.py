@@ -38,7 +38,10 @@ def _delivery_count(task_id: str | None) -> int:
     key = keys.attempts(task_id)
     pipe = r.pipeline()
     pipe.incr(key)
-    pipe.expire(key, JOB_TTL)
+    # Long enough to see every redelivery (visibility timeout x deliveries), short enough that a
+    # million queries a day do not leave millions of keys behind.
+    settings = index_cache.settings()
+    pipe.expire(key, (settings.task_time_limit + 60) * (settings.max_deliveries + 1))
     return int(pipe.execute()[0])
 
 
@@ -83,6 +86,13 @@ def ingest(self, job_id: str, items: list[dict], force: bool = False) -> None:
         _ingest(self.request.id, job_id, items, force)
     except REDIS_DOWN as exc:
         raise _requeue_when_redis_is_down(exc) from None
+    except SoftTimeLimitExceeded:
+        raise  # already settled inside: every product ended done or failed
+    except Exception as exc:
+        # Anything else (Redis out of memory or read-only, a bug): a failed task is acked, so settle
+        # every product with the reason now, or the job would wait for them forever.
+        log.exception("ingest chunk failed")
+        _settle_or_requeue(job_id, items, f"{type(exc).__name__}: {exc}")
 
 
 def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) -> None:
@@ -130,6 +140,17 @@ def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) ->
     pipe.execute()
 
 
+def _settle_or_requeue(job_id: str, items: list[dict], detail: str) -> None:
+    good, _ = _parse_items(items)
+    try:
+        store = index_cache.store()
+        _settle(
+            good, store, keys.job_done(str(job_id)), keys.job_failed(str(job_id)), "internal_error", detail
+        )
+    except Exception as exc:  # cannot even record: hand the message back rather than lose it
+        raise Reject(f"could not record the chunk's failure: {exc}", requeue=True) from None
+
+
 def _settle(
     items: list[tuple[str, str]],
     store: IndexStore,
@@ -172,6 +193,28 @@ def query_batch(self, job_id: str, queries: list[dict]) -> None:
         _query_batch(self.request.id, job_id, queries)
     except REDIS_DOWN as exc:
         raise _requeue_when_redis_is_down(exc) from None
+    except SoftTimeLimitExceeded:
+        raise  # already answered inside
+    except Exception as exc:  # see ingest: answer every query with the error rather than lose them
+        log.exception("query batch failed")
+        _answer_all(job_id, queries, NeardupError("internal_error", f"{type(exc).__name__}: {exc}"))
+
+
+def _answer_all(job_id: str, queries: list[dict], exc: NeardupError) -> None:
+    import json
+
+    keyed = [q["key"] for q in queries if isinstance(q, dict) and isinstance(q.get("key"), str)]
+    if not keyed:
+        return
+    try:
+        r = index_cache.store().r
+        pipe = r.pipeline()
+        for key in keyed:
+            pipe.hsetnx(keys.job_results(str(job_id)), key, json.dumps(_error(exc)))  # keep answers given
+        pipe.sadd(keys.job_done(str(job_id)), *keyed)
+        pipe.execute()
+    except Exception as err:
+        raise Reject(f"could not record the batch's failure: {err}", requeue=True) from None
 
 
 def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
@@ -202,7 +245,13 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
         elif poisoned:
             result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
         else:
-            result = run_query(body, snapshot_once, store, settings)
+            try:
+                result = run_query(body, snapshot_once, store, settings, reraise=(SoftTimeLimitExceeded,))
+            except SoftTimeLimitExceeded:
+                # Out of time: keep the answers given, answer the rest with the reason, and finish.
+                pipe.execute()
+                _answer_all(job_id, queries, NeardupError("time_limit", "the batch hit its soft time limit"))
+                raise
         pipe.hset(results_key, q["key"], json.dumps(result))
         pipe.sadd(done, q["key"])
     pipe.expire(results_key, JOB_TTL)

@@ -36,15 +36,32 @@ def test_dedup_shards_match_brute_force(base_settings, workers, index_redis):
     # When dedup runs split into 5 shards across the workers
     out = run_dedup(sess, radius=6, n_shards=5, progress=False, timeout=60)
 
-    # Then its pairs are exactly the brute-force pairs within 6, and groups are their components
+    # Then its groups are exactly the components of the brute-force pairs within 6, every pair it
+    # lists is one of them, and every pair of distinct hashes is listed (identical hashes come as a
+    # star from their first row: linear in a crowd, the same groups)
     arr = np.array(hashes, dtype=np.uint64)
     dist = np.bitwise_count(arr[:, None] ^ arr[None, :])
     ii, jj = np.nonzero(np.triu(dist <= 6, k=1))
     expected = {(f"p{i:04d}", f"p{j:04d}") for i, j in zip(ii, jj, strict=True)}
-    assert {(a, b) for a, b, *_ in out["pairs"]} == expected
-    assert out["pairs_found"] == len(expected) > 100
-    grouped = {p for g in out["groups"] for p in g}
-    assert grouped == {p for pair in expected for p in pair}
+    found = {(a, b) for a, b, *_ in out["pairs"]}
+    assert found <= expected and len(found) > 100
+    distinct = {(f"p{i:04d}", f"p{j:04d}") for i, j in zip(ii, jj, strict=True) if arr[i] != arr[j]}
+    first_of = {int(h): f"p{int(np.flatnonzero(arr == h)[0]):04d}" for h in arr}
+    reps = {(first_of[int(arr[int(a[1:])])], first_of[int(arr[int(b[1:])])]) for a, b in distinct}
+    assert {(min(a, b), max(a, b)) for a, b in reps} <= found
+    parent = list(range(len(hashes)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for i, j in zip(ii, jj, strict=True):
+        parent[root(int(i))] = root(int(j))
+    components: dict[int, set[str]] = {}
+    for k in range(len(hashes)):
+        components.setdefault(root(k), set()).add(f"p{k:04d}")
+    assert sorted(map(sorted, (c for c in components.values() if len(c) > 1))) == sorted(out["groups"])
 
 
 def test_verified_dedup_groups_only_true_duplicates(base_settings, workers, index_redis):
