@@ -178,6 +178,18 @@ class IndexStore:
             return []
         return [v is not None for v in self.r.hmget(keys.ROWS, ids)]
 
+    def up_to_date(self, items: Sequence[tuple[str, str]]) -> list[bool]:
+        """For (productId, url) pairs: already indexed from that very URL (a product whose photo URL
+        changed in the catalog is not, so a catalog refresh re-indexes it without --force)."""
+        if not items:
+            return []
+        metas = self.r.hmget(keys.PRODUCTS, [pid for pid, _ in items])
+        rows = self.r.hmget(keys.ROWS, [pid for pid, _ in items])
+        return [
+            row is not None and meta is not None and json.loads(meta).get("url") == url
+            for (_, url), meta, row in zip(items, metas, rows, strict=True)
+        ]
+
     def signatures_of(self, product_id: str) -> dict[str, bytes] | None:
         return self.signatures_many([product_id])[0]
 

@@ -55,7 +55,7 @@ def enqueue_ingest(
         todo = []
         for start in range(0, len(items), 5000):
             part = items[start : start + 5000]
-            for item, indexed in zip(part, store.indexed([pid for pid, _ in part]), strict=True):
+            for item, indexed in zip(part, store.up_to_date(part), strict=True):
                 if indexed:
                     skipped += 1
                 else:

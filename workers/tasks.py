@@ -119,7 +119,7 @@ def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) ->
         _settle(good, store, done, failed, "poison", detail, attempts=settings.max_deliveries)
         return
     if not force:
-        already = store.indexed([pid for pid, _ in good])
+        already = store.up_to_date(good)
         if any(already):
             r.sadd(done, *[pid for (pid, _), a in zip(good, already, strict=True) if a])
         good = [item for item, a in zip(good, already, strict=True) if not a]

@@ -180,3 +180,21 @@ def test_an_index_of_other_signatures_gives_recorded_errors_not_a_hang(session, 
     )
     assert res["ok"] is False and res["error"]["reason"] == "signature_mismatch"
     assert r.hlen(keys.ROWS) == 0
+
+
+def test_a_changed_photo_url_is_reindexed_without_force(session):
+    # Given a product indexed from one photo
+    app, r, store = session
+    first, second = sorted((SAMPLES / "inventory").glob("*.jpg"))[:2]
+    ingest(app, r, store, [("4000000001", str(first))])
+    before = store.signatures_of("4000000001")
+
+    # When the catalog gives it another photo URL, and the run is repeated unchanged afterwards
+    _, state, skipped = ingest(app, r, store, [("4000000001", str(second))])
+    version = store.version()
+    _, _, skipped_again = ingest(app, r, store, [("4000000001", str(second))])
+
+    # Then the new photo replaces the old one (no --force needed), and an unchanged row is skipped
+    assert skipped == 0 and state.done == 1
+    assert store.signatures_of("4000000001") != before and store.size() == 1
+    assert skipped_again == 1 and store.version() == version
