@@ -46,9 +46,9 @@ def dedup_shard(
     """Pairs of this shard among the first `n` rows (rows are append-only, so every shard of one job
     sees the same rows), verified like query matches unless the preset is `original`, stored as
     packed records for the producer to join."""
-    from workers.tasks import _delivery_count
+    from workers.tasks import delivery_count
 
-    if _delivery_count(self.request.id) > index_cache.settings().max_deliveries:
+    if delivery_count(self.request.id) > index_cache.settings().max_deliveries:
         # Poison: this shard killed its worker every time. Record an empty answer and move on.
         r = index_cache.store().r
         r.hset(keys.dedup_pairs(job_id), str(shard), b"")

@@ -30,7 +30,7 @@ TEST_CRASH_ON = "NEARDUP_TEST_CRASH_ON"
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-def _delivery_count(task_id: str | None) -> int:
+def delivery_count(task_id: str | None) -> int:
     """How many times this message was delivered (a worker killed mid-task redelivers it)."""
     if not task_id:
         return 1
@@ -113,7 +113,7 @@ def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) ->
         if good:
             r.sadd(failed, *[pid for pid, _ in good])
         return
-    if _delivery_count(task_id) > settings.max_deliveries:
+    if delivery_count(task_id) > settings.max_deliveries:
         # Poison: this chunk killed its worker every time. Record it and let the queue move on.
         detail = "task killed its worker repeatedly"
         _settle(good, store, done, failed, "poison", detail, attempts=settings.max_deliveries)
@@ -177,7 +177,7 @@ def query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public query task: exactly one of product_id, url, image_b64, path (+ options). JSON result."""
     if args:
         return _error(BadRequest("bad_request", "pass the query as keyword arguments, not positional"))
-    if _delivery_count(self.request.id) > index_cache.settings().max_deliveries:
+    if delivery_count(self.request.id) > index_cache.settings().max_deliveries:
         return _error(BadRequest("poison", "this query killed its worker repeatedly"))
     try:
         index_cache.check_signals()
@@ -222,7 +222,7 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
 
     store, settings = index_cache.store(), index_cache.settings()
     results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
-    poisoned = _delivery_count(task_id) > settings.max_deliveries
+    poisoned = delivery_count(task_id) > settings.max_deliveries
     try:
         index_cache.check_signals()
         config_error = None
