@@ -97,10 +97,7 @@ def indexed_signatures(
         return sigs
     sigs = {key: pack64(int(snap.column(key)[row])) for key in snap.signal_keys}
     if rule.verified:
-        for key in store.blob_signals:
-            blob = store.blobs(key, [product_id])[0]
-            if blob is not None:
-                sigs[key] = blob
+        sigs.update(store.blobs_of(product_id))
     return sigs
 
 

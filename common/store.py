@@ -214,6 +214,13 @@ class IndexStore:
         names = self.scan_signals + tuple(blob_signals)
         return [None if row is None else {n: next(values) for n in names} for row in rows]
 
+    def blobs_of(self, product_id: str) -> dict[str, bytes]:
+        """Every stored blob signal of one product, in one round trip (missing ones left out)."""
+        pipe = self.r.pipeline(transaction=False)
+        for s in self.blob_signals:
+            pipe.hget(keys.signal(s), product_id)
+        return {s: v for s, v in zip(self.blob_signals, pipe.execute(), strict=True) if v is not None}
+
     def blobs(self, signal: str, product_ids: list[str]) -> list[bytes | None]:
         if not product_ids:
             return []

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from common import keys, pipeline, presets
-from common.dedup import PAIR_RECORD, STAGES, labels
+from common.dedup import PAIR_RECORD, STAGES
+from common.dedup import groups as groups_of_rows
 from common.matching import similarity
 from producer import jobs
 from producer.session import Session
@@ -63,10 +64,8 @@ def run_dedup(
     _, first = np.unique(pairs["i"].astype(np.uint64) << np.uint64(32) | pairs["j"], return_index=True)
     pairs = pairs[np.sort(first)]
     ids = bulk.ids
-    lab = labels(n, pairs["i"].astype(np.int64), pairs["j"].astype(np.int64))
-    order = np.argsort(lab, kind="stable")
-    cuts = np.flatnonzero(lab[order][1:] != lab[order][:-1]) + 1
-    groups = [sorted(ids[k] for k in g) for g in np.split(order, cuts) if len(g) > 1]
+    rows = groups_of_rows(n, pairs["i"].astype(np.int64), pairs["j"].astype(np.int64))
+    groups = [sorted(ids[k] for k in g) for g in rows]
     groups.sort(key=lambda g: (-len(g), g[0]))
     out: dict[str, Any] = {
         "preset": preset,

@@ -7,7 +7,6 @@ they do not show in `ps`. Read-only is Flower 2.2's `--read_only`: every mutatin
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 AUTH_VARIABLE = "NEARDUP_FLOWER_AUTH"
@@ -34,18 +33,11 @@ def basic_auth(environ: Mapping[str, str]) -> str:
 
 
 def flower_command(address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "flower",
-        f"--address={address}",
-        f"--port={port}",
-        "--read_only=true",
-        "--persistent=false",
-    ]
+    from producer.local import celery_command
+
+    return celery_command(
+        "flower", f"--address={address}", f"--port={port}", "--read_only=true", "--persistent=false"
+    )
 
 
 def flower_environment(environ: Mapping[str, str]) -> dict[str, str]:

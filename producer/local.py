@@ -17,15 +17,15 @@ from common.settings import Settings
 from producer.redis_server import RedisServer
 
 
+def celery_command(*args: str) -> list[str]:
+    """`celery -A workers.app ...` with this interpreter, so the venv's Celery and code are used."""
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
 def worker_command(
     queues: Sequence[str], concurrency: int, name: str, loglevel: str = "WARNING"
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
+    return celery_command(
         "worker",
         "-Q",
         ",".join(queues),
@@ -39,7 +39,7 @@ def worker_command(
         "--without-gossip",
         "--without-mingle",
         "-E",
-    ]
+    )
 
 
 class WorkerProcess:
