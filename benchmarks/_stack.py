@@ -12,9 +12,9 @@ import _common  # noqa: F401  (puts the project on sys.path)
 import numpy as np
 import redis
 
-from common import pipeline
-from common.settings import Settings
-from common.store import IndexStore
+from common.config.settings import Settings
+from common.index.store import IndexStore
+from common.match import pipeline
 from producer.connection import celery_app
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
@@ -63,8 +63,8 @@ class BenchStack:
         """Write N products straight into the index with the same Lua write ingest uses, without images.
         dHash is `hashes`; every other scanned view gets its own random hashes (correlated views would
         only add candidates that the verifier then rejects); PDQ is random, ORB holds no keypoints."""
-        from common.signatures import pack64
-        from common.store import Product
+        from common.index.store import Product
+        from common.signals.signatures import pack64
 
         rng = np.random.default_rng(seed)
         others = [s for s in pipeline.SCAN_SIGNALS if s != pipeline.PRIMARY]

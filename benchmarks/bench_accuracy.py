@@ -39,9 +39,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import localindex, pipeline, plugins, presets, samplegen  # noqa: E402
-from common.plugins import GarmentColour  # noqa: E402
-from common.snapshot import Snapshot  # noqa: E402
+from common.index import orb_words  # noqa: E402
+from common.index.snapshot import Snapshot  # noqa: E402
+from common.match import pipeline, presets  # noqa: E402
+from common.signals import plugins  # noqa: E402
+from common.signals.plugins import GarmentColour  # noqa: E402
+from tests.support import samplegen  # noqa: E402
 
 DEVSET = ROOT.parent / "shared" / "devset"
 ORDER = ("original", "strict", "balanced", "loose")
@@ -280,7 +283,7 @@ def measure_scale(n_rows: int, folder: Path, workers: int, n_queries: int = 100)
     index = MemoryIndex(labels["inventory"], inv)
     # The word index is built by the first query after a bulk load: timed apart, as the worker pays it once.
     t = time.perf_counter()
-    localindex.index_for(snap).scores(np.zeros(1, np.uint16))
+    orb_words.index_for(snap).scores(np.zeros(1, np.uint16))
     print(f"  scale {len(snap):,} rows: word index built in {time.perf_counter() - t:.2f} s (once per load)")
     for name in ORDER:
         t = time.perf_counter()

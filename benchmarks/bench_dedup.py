@@ -1,6 +1,6 @@
 """Whole-inventory dedup: all pairs within radius r over N hashes, and the groups they form.
 
-Ours (common.dedup: k-of-m pigeonhole, packed-key sorts, exact duplicates collapsed, owner rule so
+Ours (common.index.allpairs: k-of-m pigeonhole, packed-key sorts, exact duplicates collapsed, owner rule so
 shards are disjoint) on one core and on 2 processes over shards, against peers in the same run:
 FAISS IndexBinaryMultiHash range search of every hash (a sample of queries timed against the full
 index, extrapolated linearly to N queries; said in the table) and a plain k-of-m sort-join (argsort
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from _common import clustered_hashes, machine, parse_sizes, planted_hashes, random_hashes, table
 
-from common import dedup
+from common.index import allpairs
 
 _SHARED: np.ndarray | None = None  # the hashes, inherited by forked workers (never pickled)
 
@@ -37,15 +37,15 @@ def inventory(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
     return h
 
 
-def _shard_job(args: tuple[int, dedup.Shard]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _shard_job(args: tuple[int, allpairs.Shard]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     radius, shard = args
-    return dedup.pairs_for_shard(_SHARED, radius, shard)
+    return allpairs.pairs_for_shard(_SHARED, radius, shard)
 
 
 def run_sharded(hashes: np.ndarray, radius: int, processes: int, shards: int):
     global _SHARED
     _SHARED = hashes
-    plan = dedup.shard_plan(shards, radius, len(hashes))
+    plan = allpairs.shard_plan(shards, radius, len(hashes))
     with mp.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_shard_job, [(radius, s) for s in plan], chunksize=1)
     _SHARED = None
@@ -54,8 +54,8 @@ def run_sharded(hashes: np.ndarray, radius: int, processes: int, shards: int):
 
 def plain_sort_join(hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """The straightforward k-of-m join: argsort per combo, verify, global unique of pair keys."""
-    cfg = dedup.choose_config(radius, len(hashes))
-    from common.matching import block_layout
+    cfg = allpairs.choose_config(radius, len(hashes))
+    from common.index.hamming import block_layout
 
     widths, shifts = block_layout(cfg.m)
     n = len(hashes)
@@ -126,12 +126,12 @@ def main() -> None:
                 continue
             rng = np.random.default_rng(n)
             h = inventory(kind, rng, n)
-            cfg = dedup.choose_config(r, n)
+            cfg = allpairs.choose_config(r, n)
             t0 = time.perf_counter()
-            i, j, d = dedup.all_pairs(h, r, expand_duplicates=False)
+            i, j, d = allpairs.all_pairs(h, r, expand_duplicates=False)
             t_one = time.perf_counter() - t0
             t0 = time.perf_counter()
-            lab = dedup.labels(n, i, j)
+            lab = allpairs.labels(n, i, j)
             t_groups = time.perf_counter() - t0
             n_groups = int(np.count_nonzero(np.bincount(lab, minlength=n) > 1))
             t0 = time.perf_counter()
@@ -143,13 +143,13 @@ def main() -> None:
                 t0 = time.perf_counter()
                 pi, pj = plain_sort_join(h, r)
                 t_join = time.perf_counter() - t0
-                fi, fj, _ = dedup.all_pairs(h, r, expand_duplicates=True)
+                fi, fj, _ = allpairs.all_pairs(h, r, expand_duplicates=True)
                 assert np.array_equal(pair_set(fi, fj, n), pair_set(pi, pj, n)), "differs from the sort-join"
                 t_faiss = faiss_multihash_per_query(h, r, args.faiss_sample) * n
             if n <= 20_000:
                 x = np.bitwise_count(h[:, None] ^ h[None, :]) <= r
                 bi, bj = np.nonzero(np.triu(x, 1))
-                fi, fj, _ = dedup.all_pairs(h, r, expand_duplicates=True)
+                fi, fj, _ = allpairs.all_pairs(h, r, expand_duplicates=True)
                 assert np.array_equal(pair_set(fi, fj, n), pair_set(bi, bj, n)), "differs from brute force"
             rows.append(
                 [

@@ -1,4 +1,4 @@
-"""Hashing per core: imagehash.dhash as is against the reduced-decode dHash (common.fastdhash).
+"""Hashing per core: imagehash.dhash as is against the reduced-decode dHash (tests.support.fastdhash).
 
 Photo-like JPEGs (gradients + shapes + noise, quality 90) at 800x1000 and 224x224. Prints
 images/s on one core, the ratio to imagehash, and the histogram of bits that differ from the exact
@@ -19,8 +19,8 @@ import numpy as np
 from _common import machine, per_call, photo_jpeg, table
 from PIL import Image
 
-from common.fastdhash import DHASH_FAST, dhash64_fast
-from common.signatures import dhash64
+from common.signals.signatures import dhash64
+from tests.support.fastdhash import DHASH_FAST, dhash64_fast
 
 
 def imagehash_dhash(data: bytes) -> int:

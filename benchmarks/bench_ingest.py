@@ -24,7 +24,7 @@ import requests
 from _common import machine, photo_jpeg, table
 from _stack import BenchStack
 
-from common import pipeline
+from common.match import pipeline
 from producer import jobs
 
 LATENCY = 0.100

@@ -31,8 +31,8 @@ from _common import (
     table,
 )
 
-from common import matching
-from common.snapshot import Snapshot
+from common.index import hamming
+from common.index.snapshot import Snapshot
 
 KEY = "dhash64@1"
 
@@ -96,11 +96,11 @@ def bench_one(kind: str, n: int, radii: list[int], n_queries: int, batch: int, s
 
 def bench_radius(kind, n, hashes, snap, faiss_flat, radius, rng, n_queries, batch, use_faiss, t_load) -> dict:
     queries = queries_near(rng, hashes, n_queries, max_flips=radius)
-    want = [matching.scan(hashes, int(q), radius)[0] for q in queries]
+    want = [hamming.scan(hashes, int(q), radius)[0] for q in queries]
     t0 = time.perf_counter()
     plan = snap.prepare(KEY, radius)
     t_build = time.perf_counter() - t0
-    t_brute = best_of(lambda: [matching.scan(hashes, int(q), radius) for q in queries], 2) / n_queries
+    t_brute = best_of(lambda: [hamming.scan(hashes, int(q), radius) for q in queries], 2) / n_queries
     got = [snap.scan(KEY, int(q), radius) for q in queries]
     check("snapshot.scan", [g[0] for g in got], want)
     t_mih = best_of(lambda: [snap.scan(KEY, int(q), radius) for q in queries], 3) / n_queries
@@ -109,7 +109,7 @@ def bench_radius(kind, n, hashes, snap, faiss_flat, radius, rng, n_queries, batc
     check(
         "snapshot.scan_batch",
         [g[0] for g in got_b[:50]],
-        [matching.scan(hashes, int(q), radius)[0] for q in qb[:50]],
+        [hamming.scan(hashes, int(q), radius)[0] for q in qb[:50]],
     )
     t_batch = best_of(lambda: snap.scan_batch(KEY, qb, radius), 2) / batch
     t_loop = python_loop_per_query(hashes, queries, radius, rows=min(n, 20_000))

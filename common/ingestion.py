@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import requests
 
-from common import pipeline
+from common.config.settings import Settings
 from common.errors import NeardupError
-from common.fetch import FetchPolicy, fetch_with_retries, make_session
-from common.settings import Settings
-from common.store import IndexStore, Product
+from common.fetch.guarded import FetchPolicy, fetch_with_retries, make_session
+from common.index.store import IndexStore, Product
+from common.match import pipeline
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import redis
 from celery import Celery
 
-from common import pipeline
-from common.celery_config import celery_conf
-from common.settings import Settings
-from common.store import IndexStore
+from common.config.celery_conf import celery_conf
+from common.config.settings import Settings
+from common.index.store import IndexStore
+from common.match import pipeline
 
 
 class Unreachable(RuntimeError):
@@ -56,7 +56,7 @@ def safe_url(url: str | None) -> str:
 
 def broker_redis(settings: Settings, timeout: float = 5.0) -> redis.Redis | None:
     """A redis-py client on the broker's database (None when the broker is not Redis)."""
-    from common.celery_config import broker_and_backend
+    from common.config.celery_conf import broker_and_backend
 
     broker, _ = broker_and_backend(settings)
     if broker.startswith("redis+socket://"):

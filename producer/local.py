@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from common.settings import Settings
+from common.config.settings import Settings
 from producer.redis_server import RedisServer
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from common.settings import Settings
-from common.store import IndexStore
+from common.config.settings import Settings
+from common.index.store import IndexStore
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 from producer.local import LocalStack
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from PIL import Image
 
-from common.settings import Settings
+from common.config.settings import Settings
 from producer.connection import celery_app
 from producer.local import WorkerProcess
 

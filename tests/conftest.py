@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.settings import Settings
+from common.config.settings import Settings
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from common.celery_config import celery_conf
-from common.settings import Settings
+from common.config.celery_conf import celery_conf
+from common.config.settings import Settings
 
 app = Celery("neardup", include=["workers.tasks", "workers.dedup_tasks"])
 app.conf.update(celery_conf(Settings.from_env()))

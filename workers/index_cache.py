@@ -14,11 +14,12 @@ import threading
 import numpy as np
 import redis
 
-from common import localindex, pipeline, presets
-from common.settings import Settings
-from common.signatures import pack64
-from common.snapshot import Snapshot
-from common.store import IndexStore
+from common.config.settings import Settings
+from common.index import orb_words
+from common.index.snapshot import Snapshot
+from common.index.store import IndexStore
+from common.match import pipeline, presets
+from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -109,6 +110,6 @@ def _warm(snap: Snapshot) -> None:
     try:
         pipeline.find_matches(blank, snap, rule)
         if set(pipeline.ORB_WORDS) <= set(snap.signal_keys):
-            localindex.index_for(snap)  # the inverted word index: seconds at 1M, so not in a query
+            orb_words.index_for(snap)  # the inverted word index: seconds at 1M, so not in a query
     except Exception:  # warming is an optimisation: a failure here must not stop the worker
         log.warning("index warm-up failed", exc_info=True)

@@ -18,10 +18,10 @@ import pytest
 import redis
 from celery import Celery
 
-from common import keys
-from common.redis_urls import with_db
-from common.settings import Settings
-from common.store import IndexStore
+from common.config.redis_urls import with_db
+from common.config.settings import Settings
+from common.index import keys
+from common.index.store import IndexStore
 from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess

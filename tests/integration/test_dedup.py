@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import pipeline
-from common.signatures import pack64
-from common.store import Product
+from common.index.store import Product
+from common.match import pipeline
+from common.signals.signatures import pack64
 from producer.connection import celery_app, index_store
 from producer.dedup import run_dedup
 from producer.session import Session

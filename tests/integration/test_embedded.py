@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from common.settings import Settings
+from common.config.settings import Settings
 from producer.local import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -24,11 +24,11 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from common import fetch as fetch_module
+from common.config.redis_urls import with_db
+from common.config.settings import Settings
+from common.fetch import guarded as fetch_module
+from common.index.store import IndexStore
 from common.ingestion import ingest_items
-from common.redis_urls import with_db
-from common.settings import Settings
-from common.store import IndexStore
 from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess

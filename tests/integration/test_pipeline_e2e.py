@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common import keys
+from common.index import keys
 from producer import jobs
 from producer.catalog import read_catalog
 from producer.connection import celery_app, index_store
@@ -93,7 +93,7 @@ def test_ingest_is_idempotent_and_skips_indexed(session):
     assert state.done == 5 and store.size() == 5
     # A plain rewrite of unchanged signatures is a no-op: no version bump, no change-feed entry
     sigs = store.signatures_of(items[0][0])
-    from common.store import Product
+    from common.index.store import Product
 
     written, after = store.write([Product(items[0][0], items[0][1], sigs)])
     assert written == 0 and after == store.version()
@@ -145,7 +145,7 @@ def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
     app, r, store = session
     report = read_catalog(SAMPLES / "inventory")
     ingest(app, r, store, report.items[:2])
-    from common import pipeline
+    from common.match import pipeline
 
     pid, path = report.items[0]
     r.hset(keys.signal(pipeline.ORB), pid, b"\x01garbage")

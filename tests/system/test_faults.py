@@ -22,10 +22,11 @@ import pytest
 import redis
 from celery import Celery
 
-from common import keys, pipeline
-from common.imaging import decode
-from common.settings import Settings
-from common.store import IndexStore, Product
+from common.config.settings import Settings
+from common.index import keys
+from common.index.store import IndexStore, Product
+from common.match import pipeline
+from common.signals.imaging import decode
 from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from common.settings import Settings
+from common.config.settings import Settings
 from producer.connection import Unreachable, redis_client, safe_url
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from common import fastdhash
-from common.signatures import DHASH, dhash64
+from common.signals.signatures import DHASH, dhash64
+from tests.support import fastdhash
 
 
 def photo(seed: int, width: int, height: int) -> bytes:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from common import fetch as fetch_module
+from common.config.settings import Settings
 from common.errors import FetchError
-from common.fetch import FetchPolicy, check_url, fetch, fetch_with_retries, make_session
-from common.settings import Settings
+from common.fetch import guarded as fetch_module
+from common.fetch.guarded import FetchPolicy, check_url, fetch, fetch_with_retries, make_session
 
 LOCAL = FetchPolicy(allow_private=True, max_bytes=256 * 1024, connect_timeout=2, read_timeout=2, deadline=5)
 STRICT = FetchPolicy(allow_private=False)

@@ -1,4 +1,4 @@
-"""common.imaging.decode: hostile bytes become ImageError, odd encodings become plain RGB, and plain
+"""common.signals.imaging.decode: hostile bytes become ImageError, odd encodings become plain RGB, and plain
 photos are left exactly as Pillow decodes them (dHash bit-identical to imagehash)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image, ImageFile, features
 from PIL.JpegImagePlugin import JpegImageFile
 
 from common.errors import ImageError
-from common.imaging import ALLOWED_FORMATS, decode, draft_factor
+from common.signals.imaging import ALLOWED_FORMATS, decode, draft_factor
 
 MAX = 50_000_000
 

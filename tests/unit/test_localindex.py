@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import localindex
-from common.signatures import pack64
-from common.snapshot import Snapshot
+from common.index import orb_words
+from common.index.snapshot import Snapshot
+from common.signals.signatures import pack64
 
-KEYS = localindex.COLUMNS
+KEYS = orb_words.COLUMNS
 
 
 def _product(words: np.ndarray) -> dict[str, bytes]:
-    return localindex.pack_words(words.astype(np.uint16))
+    return orb_words.pack_words(words.astype(np.uint16))
 
 
 def _snapshot(rows: list[np.ndarray]) -> Snapshot:
@@ -24,10 +24,10 @@ def _snapshot(rows: list[np.ndarray]) -> Snapshot:
     return snap
 
 
-def _brute(snap: Snapshot, index: localindex.WordIndex, query: np.ndarray) -> np.ndarray:
+def _brute(snap: Snapshot, index: orb_words.WordIndex, query: np.ndarray) -> np.ndarray:
     """Weighted agreement recomputed row by row from the snapshot's current columns."""
     table = index.weight_table()
-    words = localindex.unpack_columns([snap.column(k) for k in KEYS])
+    words = orb_words.unpack_columns([snap.column(k) for k in KEYS])
     q = set(np.unique(query).tolist())
     out = np.zeros(len(snap))
     for r, row in enumerate(words):
@@ -43,7 +43,7 @@ def rng() -> np.random.Generator:
 
 def _rows(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     # A small word alphabet so postings are long and rows share words, plus a few short rows (padding).
-    rows = [rng.choice(3000, size=localindex.WORDS, replace=False) for _ in range(n)]
+    rows = [rng.choice(3000, size=orb_words.WORDS, replace=False) for _ in range(n)]
     rows[3] = rows[3][:5]
     rows[4] = np.zeros(0, np.int64)
     return rows
@@ -51,23 +51,23 @@ def _rows(rng: np.random.Generator, n: int) -> list[np.ndarray]:
 
 def test_pack_round_trip_and_padding() -> None:
     words = np.array([7, 9, 7, 11], dtype=np.uint16)  # a repeat is dropped, the rest padded with slot 0
-    cols = localindex.pack_words(words)
+    cols = orb_words.pack_words(words)
     assert list(cols) == list(KEYS) and all(len(v) == 8 for v in cols.values())
     snap = Snapshot(KEYS)
     snap.load(["a"], {k: [cols[k]] for k in KEYS}, version=1)
-    back = localindex.unpack_columns([snap.column(k) for k in KEYS])[0]
+    back = orb_words.unpack_columns([snap.column(k) for k in KEYS])[0]
     assert back[:3].tolist() == [7, 9, 11] and set(back[3:].tolist()) == {7}
 
 
 def test_words_are_fixed_bit_subsets() -> None:
     desc = np.zeros((2, 32), np.uint8)
-    desc[1, localindex.BITS[0] // 8] = 0x80 >> (localindex.BITS[0] % 8)  # first chosen bit -> MSB
-    assert localindex.words_of(desc).tolist() == [0, 0x8000]
+    desc[1, orb_words.BITS[0] // 8] = 0x80 >> (orb_words.BITS[0] % 8)  # first chosen bit -> MSB
+    assert orb_words.words_of(desc).tolist() == [0, 0x8000]
 
 
 def test_scores_equal_brute_force(rng: np.random.Generator) -> None:
     snap = _snapshot(_rows(rng, 300))
-    index = localindex.WordIndex(snap)
+    index = orb_words.WordIndex(snap)
     for _ in range(5):
         query = rng.choice(3000, size=256, replace=False).astype(np.uint16)
         assert np.allclose(index.scores(query), _brute(snap, index, query))
@@ -77,17 +77,17 @@ def test_top_ranks_the_row_sharing_most_words(rng: np.random.Generator) -> None:
     rows = _rows(rng, 300)
     snap = _snapshot(rows)
     query = np.concatenate([rows[42][:30], rng.choice(3000, size=200)]).astype(np.uint16)
-    top = localindex.index_for(snap).top(query, 5)
+    top = orb_words.index_for(snap).top(query, 5)
     assert top[0] == 42 and len(top) == 5
-    assert localindex.index_for(snap).top(query, 5, exclude={42})[0] != 42
-    assert localindex.index_for(snap) is localindex.index_for(snap)
+    assert orb_words.index_for(snap).top(query, 5, exclude={42})[0] != 42
+    assert orb_words.index_for(snap) is orb_words.index_for(snap)
 
 
 def test_appends_and_overwrites_are_visible_to_the_next_query(rng: np.random.Generator) -> None:
     # Given an index built on 300 rows
     snap = _snapshot(_rows(rng, 300))
-    index = localindex.index_for(snap)
-    fresh = rng.choice(np.arange(50_000, 60_000), size=localindex.WORDS, replace=False)
+    index = orb_words.index_for(snap)
+    fresh = rng.choice(np.arange(50_000, 60_000), size=orb_words.WORDS, replace=False)
     assert index.top(fresh[:20], 1) == []
     # When a new product is appended (one version bump, as the index store writes)
     snap.apply([("new", _product(fresh))], version=2)
@@ -107,8 +107,8 @@ def test_appends_and_overwrites_are_visible_to_the_next_query(rng: np.random.Gen
 def test_overwrite_without_version_per_write_is_still_seen(rng: np.random.Generator) -> None:
     # Library use may bump the version once for many writes: the checksum pass catches overwrites.
     snap = _snapshot(_rows(rng, 100))
-    index = localindex.index_for(snap)
-    fresh = rng.choice(np.arange(50_000, 60_000), size=localindex.WORDS, replace=False)
+    index = orb_words.index_for(snap)
+    fresh = rng.choice(np.arange(50_000, 60_000), size=orb_words.WORDS, replace=False)
     index.scores(fresh)
     snap.apply([("p00001", _product(fresh)), ("p00002", _product(fresh))], version=2)
     assert sorted(index.top(fresh[:10], 2)) == [1, 2]
@@ -116,7 +116,7 @@ def test_overwrite_without_version_per_write_is_still_seen(rng: np.random.Genera
 
 def test_many_writes_trigger_a_rebuild_and_a_bulk_reload_is_noticed(rng: np.random.Generator) -> None:
     snap = _snapshot(_rows(rng, 50))
-    index = localindex.index_for(snap)
+    index = orb_words.index_for(snap)
     index.scores(np.zeros(1, np.uint16))
     extra = [(f"x{i}", _product(rng.choice(3000, size=64, replace=False))) for i in range(5000)]
     snap.apply(extra, version=1 + len(extra))
@@ -128,4 +128,4 @@ def test_many_writes_trigger_a_rebuild_and_a_bulk_reload_is_noticed(rng: np.rand
 
 def test_empty_snapshot() -> None:
     snap = Snapshot(KEYS)
-    assert localindex.index_for(snap).top(np.arange(10, dtype=np.uint16), 3) == []
+    assert orb_words.index_for(snap).top(np.arange(10, dtype=np.uint16), 3) == []

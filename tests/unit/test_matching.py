@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import matching
+from common.index import hamming
 
 
 def random_hashes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -30,17 +30,17 @@ def near_queries(rng: np.random.Generator, hashes: np.ndarray, k: int, flips: in
 
 
 def test_distance_and_similarity_match_the_original():
-    assert matching.similarity(6) == 90.62
-    assert matching.distance_for_similarity(90) == 6
-    assert list(matching.distances(np.array([0, 3, 2**64 - 1], dtype=np.uint64), 1)) == [1, 1, 63]
+    assert hamming.similarity(6) == 90.62
+    assert hamming.distance_for_similarity(90) == 6
+    assert list(hamming.distances(np.array([0, 3, 2**64 - 1], dtype=np.uint64), 1)) == [1, 1, 63]
 
 
 def test_block_layout_covers_64_bits_and_sub_radii_satisfy_pigeonhole():
     for m in range(1, 12):
-        widths, shifts = matching.block_layout(m)
+        widths, shifts = hamming.block_layout(m)
         assert sum(widths) == 64 and shifts[-1] == 0
         for r in range(0, 16):
-            assert sum(s + 1 for s in matching.sub_radii(m, r)) == r + 1
+            assert sum(s + 1 for s in hamming.sub_radii(m, r)) == r + 1
 
 
 @pytest.mark.parametrize("data", ["random", "clustered"])
@@ -51,11 +51,11 @@ def test_multi_index_equals_brute_force(data, m, radius):
     gen = random_hashes if data == "random" else clustered_hashes
     hashes = gen(rng, 3000)
     hashes[:50] = hashes[50:100]  # exact duplicates too
-    mi = matching.MultiIndex(hashes, m)
+    mi = hamming.MultiIndex(hashes, m)
     queries = near_queries(rng, hashes, 30, flips=radius // 2)
     batch = mi.scan_batch(queries, radius, chunk=5000)  # small chunk: several groups
     for q, got_batch in zip(queries, batch, strict=True):
-        want = matching.scan(hashes, int(q), radius)
+        want = hamming.scan(hashes, int(q), radius)
         got = mi.scan(int(q), radius)
         for rows, dist in (got, got_batch):
             np.testing.assert_array_equal(rows, want[0])
@@ -64,15 +64,15 @@ def test_multi_index_equals_brute_force(data, m, radius):
 
 def test_multi_index_over_budget_returns_none_and_empty_index_is_fine():
     hashes = np.zeros(1000, dtype=np.uint64)  # one huge bucket
-    mi = matching.MultiIndex(hashes, 4)
+    mi = hamming.MultiIndex(hashes, 4)
     assert mi.scan(0, 6, max_candidates=100) is None
     assert mi.scan_batch(np.array([0, 1], dtype=np.uint64), 6, max_candidates=100) == [None, None]
-    empty = matching.MultiIndex(np.zeros(0, dtype=np.uint64), 4)
+    empty = hamming.MultiIndex(np.zeros(0, dtype=np.uint64), 4)
     rows, dist = empty.scan(123, 6)
     assert len(rows) == 0 and len(dist) == 0
     assert [len(r) for r, _ in empty.scan_batch(np.array([1, 2], dtype=np.uint64), 6)] == [0, 0]
 
 
 def test_plan_prefers_brute_force_for_small_indexes_and_mih_for_large():
-    assert matching.plan_for(1000, 6).brute
-    assert not matching.plan_for(1_000_000, 6).brute
+    assert hamming.plan_for(1000, 6).brute
+    assert not hamming.plan_for(1_000_000, 6).brute

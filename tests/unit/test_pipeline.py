@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from common import localindex, pipeline, presets, samplegen
-from common.snapshot import Snapshot
+from common.index import orb_words
+from common.index.snapshot import Snapshot
+from common.match import pipeline, presets
+from tests.support import samplegen
 
 
 class Index:
@@ -107,7 +109,7 @@ def test_word_candidates_do_not_confirm_unrelated_photos(catalog: tuple[dict[str
 def test_word_columns_are_stored_as_scan_signals(catalog: tuple[dict[str, bytes], Index]) -> None:
     _, index = catalog
     assert set(pipeline.ORB_WORDS) <= set(pipeline.SCAN_SIGNALS)
-    assert len(pipeline.ORB_WORDS) * 8 == 2 * localindex.WORDS  # 16-bit words, 128 bytes per product
+    assert len(pipeline.ORB_WORDS) * 8 == 2 * orb_words.WORDS  # 16-bit words, 128 bytes per product
 
 
 def test_letterbox_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:

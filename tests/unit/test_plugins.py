@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from common import plugins, samplegen
+from common.signals import plugins
+from tests.support import samplegen
 
 
 @pytest.fixture(scope="module")

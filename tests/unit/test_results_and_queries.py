@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from common.config.settings import Settings
 from common.errors import BadRequest
 from common.ids import check_product_id
-from common.querying import parse_request
-from common.results import original_shape, write_json_atomic
-from common.settings import Settings
+from common.match.querying import parse_request
+from producer.results import original_shape, write_json_atomic
 
 S = Settings.from_env({})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common import samplegen
+from tests.support import samplegen
 
 
 def _digest(folder: Path) -> dict[str, str]:

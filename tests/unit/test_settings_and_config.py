@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from common.celery_config import broker_and_backend, celery_conf
+from common.config.celery_conf import broker_and_backend, celery_conf
+from common.config.redis_urls import for_celery, with_db
+from common.config.settings import Settings, documented_variables
 from common.errors import ConfigError
-from common.redis_urls import for_celery, with_db
-from common.settings import Settings, documented_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 

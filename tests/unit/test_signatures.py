@@ -9,8 +9,8 @@ import imagehash
 import pytest
 from PIL import Image
 
-from common.imaging import decode
-from common.signatures import dhash64, from_hex, pack64, to_hex, unpack64
+from common.signals.imaging import decode
+from common.signals.signatures import dhash64, from_hex, pack64, to_hex, unpack64
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_JPEGS = sorted((ROOT / "samples").rglob("*.jpg"))

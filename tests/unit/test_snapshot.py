@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import matching
-from common.signatures import pack64
-from common.snapshot import Snapshot
+from common.index import hamming
+from common.index.snapshot import Snapshot
+from common.signals.signatures import pack64
 
 KEY = "dhash64@1"
 
@@ -15,7 +15,7 @@ KEY = "dhash64@1"
 @pytest.fixture
 def force_mih(monkeypatch):
     """MIH only pays off at ~100k rows; force it at test sizes so the table path is exercised."""
-    monkeypatch.setattr(matching, "plan_for", lambda n, radius, max_m=8: matching.Plan(4, radius, 2000.0))
+    monkeypatch.setattr(hamming, "plan_for", lambda n, radius, max_m=8: hamming.Plan(4, radius, 2000.0))
 
 
 def make(n: int, seed: int = 0, clustered: bool = False) -> tuple[Snapshot, np.ndarray]:
@@ -34,7 +34,7 @@ def check_exact(snap: Snapshot, queries, radius: int) -> None:
     col = snap.column(KEY)
     batch = snap.scan_batch(KEY, np.asarray(queries, dtype=np.uint64), radius)
     for q, got_batch in zip(queries, batch, strict=True):
-        want = matching.scan(col, int(q), radius)
+        want = hamming.scan(col, int(q), radius)
         for rows, dist in (snap.scan(KEY, int(q), radius), got_batch):
             np.testing.assert_array_equal(rows, want[0])
             np.testing.assert_array_equal(dist, want[1])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from common import samplegen, verify
+from common.match import verify
+from tests.support import samplegen
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ from typing import Any
 
 import redis
 
-from common import pipeline, presets
+from common.config.settings import Settings
 from common.errors import BadRequest, NeardupError
-from common.fetch import FetchPolicy, fetch_with_retries
+from common.fetch.guarded import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
-from common.settings import Settings
-from common.signatures import pack64
-from common.snapshot import Snapshot
-from common.store import IndexStore
+from common.index.snapshot import Snapshot
+from common.index.store import IndexStore
+from common.match import pipeline, presets
+from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
 SOURCES = ("product_id", "url", "image_b64", "path")

@@ -63,7 +63,7 @@ def _redis_url(text: str) -> str | None:
 
 
 def _preset(text: str) -> str:
-    from common.presets import PRESETS  # local import: presets may grow heavier than settings
+    from common.match.presets import PRESETS  # local import: presets may grow heavier than settings
 
     if text not in PRESETS:
         raise ValueError(f"unknown preset; choose one of {sorted(PRESETS)}")

@@ -35,8 +35,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, DecodeError, NewConnectionError, ProtocolError
 from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
 
+from common.config.settings import Settings
 from common.errors import FetchError
-from common.settings import Settings
 
 USER_AGENT = "neardup/0.1"
 CHUNK = 64 * 1024

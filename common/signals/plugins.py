@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from common.normalise import trim_box
+from common.signals.normalise import trim_box
 
 ENTRY_POINT_GROUP = "neardup.signals"
 

@@ -28,7 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
-from common.matching import block_layout
+from common.index.hamming import block_layout
 
 _SMALL_RUN = 64  # runs up to this long: offset loop; longer ones: dense chunked comparison
 _DENSE_CELLS = 1 << 22  # cells of one dense chunk (32 MB of uint64)

@@ -5,7 +5,7 @@ The output mirrors the shared devset (`inventory/<productId>.jpg`, `queries/<nam
 system's CSV format (productId, imageUrlStr, categories). Everything derives from one seed: the same
 call on the same Pillow/numpy gives the same bytes.
 
-    python -m common.samplegen samples --products 40 --per-kind 2 --seed 7
+    python -m tests.support.samplegen samples --products 40 --per-kind 2 --seed 7
 """
 
 from __future__ import annotations

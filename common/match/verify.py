@@ -48,7 +48,7 @@ def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Feature
     keypoints, desc = cv2.ORB_create(nfeatures=n_features).detectAndCompute(grey, None)
     if desc is None:
         return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
-    # Strongest first: the local-feature words (common.localindex) come from the head of this list.
+    # Strongest first: the local-feature words (common.index.orb_words) come from the head of this list.
     order = np.argsort([-k.response for k in keypoints], kind="stable")
     points = np.array([keypoints[i].pt for i in order], dtype=np.float32)
     return Features(size, points, desc[order])

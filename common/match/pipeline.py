@@ -5,7 +5,7 @@ Stages (all but `original`):
   2. candidates — 64-bit scans: dHash (the rule's radius), pHash, dHash of the trimmed content box
      (both ways, so padding/letterbox is undone), and dHash of a few crop windows; the closest
      `max_candidates` by their best distance go on, joined by the `word_candidates` products that
-     share the most (IDF-weighted) ORB words with the query (common.localindex) — crops and pads
+     share the most (IDF-weighted) ORB words with the query (common.index.orb_words) — crops and pads
      whose global hashes all moved;
   3. verification — PDQ (256-bit, stored as a blob) within `pdq_max` confirms edits of the whole
      photo; otherwise ORB keypoints + RANSAC with plausible crop/pad geometry confirm crops.
@@ -29,13 +29,15 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from common import localindex, matching, normalise, plugins, verify
+from common.config.settings import Settings
 from common.errors import ConfigError
-from common.imaging import decode
-from common.presets import Rule
-from common.settings import Settings
-from common.signatures import DHASH, dhash64, pack64, unpack64
-from common.snapshot import Snapshot
+from common.index import hamming, orb_words
+from common.index.snapshot import Snapshot
+from common.match import verify
+from common.match.presets import Rule
+from common.signals import normalise, plugins
+from common.signals.imaging import decode
+from common.signals.signatures import DHASH, dhash64, pack64, unpack64
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,8 @@ THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the ph
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
 PLUGINS = plugins.load(_SETTINGS.plugins)
 
-# ORB words of the strongest keypoints, 4 x 16 bits per column (common.localindex): crop candidates.
-ORB_WORDS = localindex.COLUMNS
+# ORB words of the strongest keypoints, 4 x 16 bits per column (common.index.orb_words): crop candidates.
+ORB_WORDS = orb_words.COLUMNS
 
 # Decode modes (NEARDUP_DECODE). "exact": the primary dHash from the full-resolution image,
 # bit-identical to imagehash.dhash (DHASH). "draft": large JPEGs decoded at reduced size (DCT
@@ -166,7 +168,7 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
     features = verify.extract(work)
     sigs[ORB] = verify.pack(features)
     sigs[THUMB] = verify.thumbnail(work)
-    sigs.update(localindex.pack_words(localindex.words_of(features.descriptors)))
+    sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in PLUGINS:
         sigs[plugins.key(plugin)] = plugin.describe(work)
     return sigs
@@ -201,7 +203,7 @@ def primary_key(sigs: dict[str, bytes]) -> str:
 def _scan(snap: Snapshot, key: str, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(snap, "scan"):  # the fast Snapshot (another module's job) may bring its own scan
         return snap.scan(key, query, radius)
-    return matching.scan(snap.column(key), query, radius)
+    return hamming.scan(snap.column(key), query, radius)
 
 
 def _pdq_distance(a: bytes, b: bytes) -> int:
@@ -270,11 +272,11 @@ def find_matches(
 def _word_candidates(query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set) -> list[int]:
     if rule.word_candidates <= 0 or ORB not in query or not set(ORB_WORDS) <= set(snap.signal_keys):
         return []
-    words = localindex.words_of(verify.unpack(query[ORB]).descriptors)  # every query keypoint votes
+    words = orb_words.words_of(verify.unpack(query[ORB]).descriptors)  # every query keypoint votes
     if not len(words):
         return []
     taken_rows = {r for r in taken if r is not None}
-    top = localindex.index_for(snap).top(words, rule.word_candidates + len(taken_rows), taken_rows)
+    top = orb_words.index_for(snap).top(words, rule.word_candidates + len(taken_rows), taken_rows)
     return [r for r in top if r not in taken_rows][: rule.word_candidates]
 
 
@@ -437,6 +439,6 @@ def _ranked(
         if pid == exclude:
             continue
         dist = dh_of[row]
-        out.append(Match(pid, matching.similarity(dist), dist, stage, {"dhash": dist, **extra}))
+        out.append(Match(pid, hamming.similarity(dist), dist, stage, {"dhash": dist, **extra}))
     out.sort(key=lambda m: (m.distance, m.product_id))
     return out

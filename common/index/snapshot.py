@@ -1,7 +1,7 @@
 """An in-memory, numpy-backed copy of the index: one uint64 column per scanned signal, rows aligned.
 
 Scans are exact and pick the fastest method for (N, radius): brute-force XOR + popcount for small
-indexes or wide radii, multi-index hashing (``matching.MultiIndex``) otherwise. MIH tables are built
+indexes or wide radii, multi-index hashing (``hamming.MultiIndex``) otherwise. MIH tables are built
 lazily on the first scan that wants them (or ahead of time with ``prepare``) and are immutable; rows
 written after the build form a *delta* that every scan checks by brute force, and rows overwritten
 since the build are masked out of the tables' answers. When the delta would cost more than half a
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import matching
-from common.signatures import pack_many64, unpack64
+from common.index import hamming
+from common.signals.signatures import pack_many64, unpack64
 
 _EMPTY = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
 
@@ -25,14 +25,14 @@ _EMPTY = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
 class _Tables:
     """MIH tables of one signal column as of `n_built` rows, plus what changed since."""
 
-    mih: matching.MultiIndex
+    mih: hamming.MultiIndex
     n_built: int
     dirty: np.ndarray  # bool per built row: overwritten since the build (answers from tables are stale)
     overwritten: list[int] = field(default_factory=list)
 
     def delta_cost_ns(self, n: int) -> float:
-        return (n - self.n_built) * matching.NS_PER_ROW_BRUTE + len(self.overwritten) * (
-            matching.NS_PER_ROW_GATHERED
+        return (n - self.n_built) * hamming.NS_PER_ROW_BRUTE + len(self.overwritten) * (
+            hamming.NS_PER_ROW_GATHERED
         )
 
 
@@ -116,10 +116,10 @@ class Snapshot:
     # ---------------------------------------------------------------------------------------------
     # Index maintenance
 
-    def prepare(self, key: str, radius: int) -> matching.Plan:
+    def prepare(self, key: str, radius: int) -> hamming.Plan:
         """Build (or refresh) the tables the scans of this radius will use; call after a bulk load so
         the first query does not pay for it. Returns the plan (m == 0: brute force, nothing built)."""
-        plan = matching.plan_for(len(self), radius)
+        plan = hamming.plan_for(len(self), radius)
         if not plan.brute:
             self._fresh_tables(key, plan)
         return plan
@@ -138,9 +138,9 @@ class Snapshot:
 
     def _build(self, key: str, m: int) -> _Tables:
         n = len(self)
-        return _Tables(matching.MultiIndex(self.column(key), m), n, np.zeros(n, dtype=bool))
+        return _Tables(hamming.MultiIndex(self.column(key), m), n, np.zeros(n, dtype=bool))
 
-    def _fresh_tables(self, key: str, plan: matching.Plan) -> _Tables:
+    def _fresh_tables(self, key: str, plan: hamming.Plan) -> _Tables:
         t = self._tables.get((key, plan.m))
         if t is None or t.delta_cost_ns(len(self)) > max(0.5 * plan.est_ns, 5_000.0):
             t = self._tables[(key, plan.m)] = self._build(key, plan.m)
@@ -154,15 +154,15 @@ class Snapshot:
         n = len(self)
         if n == 0 or radius < 0:
             return _EMPTY
-        plan = matching.plan_for(n, radius)
+        plan = hamming.plan_for(n, radius)
         col = self.column(key)
         if plan.brute:
-            return matching.scan(col, query, radius)
+            return hamming.scan(col, query, radius)
         t = self._fresh_tables(key, plan)
         # Clustered data can put most rows in a probed bucket: then one straight pass is cheaper.
         res = t.mih.scan(query, radius, max_candidates=n // 4)
         if res is None:
-            return matching.scan(col, query, radius)
+            return hamming.scan(col, query, radius)
         rows, dist = res
         if not (t.overwritten or n > t.n_built):
             return rows, dist
@@ -172,14 +172,14 @@ class Snapshot:
             parts_r.append(rows[keep])
             parts_d.append(dist[keep])
             ow = np.asarray(t.overwritten, dtype=np.int64)
-            r2, d2 = matching.scan(col[ow], query, radius)
+            r2, d2 = hamming.scan(col[ow], query, radius)
             parts_r.append(ow[r2])
             parts_d.append(d2)
         else:
             parts_r.append(rows)
             parts_d.append(dist)
         if n > t.n_built:
-            r3, d3 = matching.scan(col[t.n_built :], query, radius)
+            r3, d3 = hamming.scan(col[t.n_built :], query, radius)
             parts_r.append(r3 + t.n_built)
             parts_d.append(d3)
         rows, dist = np.concatenate(parts_r), np.concatenate(parts_d)
@@ -192,7 +192,7 @@ class Snapshot:
         n = len(self)
         if n == 0 or radius < 0:
             return [_EMPTY for _ in queries]
-        plan = matching.plan_for(n, radius)
+        plan = hamming.plan_for(n, radius)
         if plan.brute or len(queries) == 1:
             return [self.scan(key, int(q), radius) for q in queries]
         t = self._fresh_tables(key, plan)
@@ -206,7 +206,7 @@ class Snapshot:
         out: list[tuple[np.ndarray, np.ndarray]] = []
         for q, res in zip(queries, found, strict=True):
             if res is None:  # clustered: too many candidates, one straight pass (already current)
-                out.append(matching.scan(col, int(q), radius))
+                out.append(hamming.scan(col, int(q), radius))
             elif not has_delta:
                 out.append(res)
             else:
@@ -214,7 +214,7 @@ class Snapshot:
                 if len(ow):
                     keep = ~t.dirty[rows]
                     rows, dist = rows[keep], dist[keep]
-                r2, d2 = matching.scan(delta_vals, int(q), radius)
+                r2, d2 = hamming.scan(delta_vals, int(q), radius)
                 rows = np.concatenate([rows, delta_rows[r2]])
                 dist = np.concatenate([dist, d2])
                 order = np.argsort(rows, kind="stable")

@@ -22,7 +22,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from common.signatures import dhash64
+from common.signals.signatures import dhash64
 
 DHASH_FAST = "dhash64-draft@1"  # dhash64 of Pillow's draft("L", (9, 8)) decode; bump if that changes
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.snapshot import Snapshot
+from common.index.snapshot import Snapshot
 
 WORDS = 64  # words stored per product: the strongest keypoints, one word each
 WORD_BITS = 16

@@ -2,7 +2,7 @@
 
 `original` keeps the replaced system's rule (dHash distance <= 6, nothing else) for compatibility.
 The others run the verified pipeline: exact bytes, then candidates from several 64-bit scans and from
-local-feature word votes (common.localindex), confirmed by PDQ agreement or by ORB + RANSAC geometry.
+local-feature word votes (common.index.orb_words), confirmed by PDQ agreement or by ORB + RANSAC geometry.
 
 Devset (400 products, 700 queries), in-process, after the photometric check (thumb@1):
   strict   P 1.000 R 0.939 F1 0.968  c4 0.881  distractors 0.000
@@ -30,8 +30,8 @@ class Rule:
     max_candidates: int = 6  # hash candidates verified per query (each costs blob fetch + ~0.4 ms ORB)
     pdq_max: int = 31  # PDQ (256-bit) distance that confirms a candidate on its own
     orb_min_inliers: int = 18  # ORB RANSAC inliers (with plausible geometry) that confirm a candidate
-    word_candidates: int = 8  # extra candidates by local-feature word votes (common.localindex)
-    # ORB-confirmed candidates must also agree photometrically after alignment (common.verify
+    word_candidates: int = 8  # extra candidates by local-feature word votes (common.index.orb_words)
+    # ORB-confirmed candidates must also agree photometrically after alignment (common.match.verify
     # .photometric): at least this share of textured thumbnail blocks, and the chroma check.
     photo_min: float = 0.6
 
@@ -55,7 +55,7 @@ PRESETS: dict[str, Rule] = {
 
 def resolve(preset: str, max_distance: int | None = None, min_similarity: float | None = None) -> Rule:
     """The preset's rule, with an explicit distance or similarity overriding its dHash radius."""
-    from common.matching import distance_for_similarity
+    from common.index.hamming import distance_for_similarity
 
     rule = PRESETS[preset]
     if min_similarity is not None:

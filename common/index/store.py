@@ -1,6 +1,6 @@
 """The Redis index: idempotent versioned writes, failures, and fast bulk reads.
 
-Layout (all names in common.keys):
+Layout (all names in common.index.keys):
 - ROWS: hash productId -> row number; IDS: string of productIds joined by "\n" in row order.
 - col:<signal>: one string per 64-bit signal, 8 bytes per row at offset row*8, so a worker loads
   a million signatures with one GET per signal instead of parsing a million hash fields.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import redis
 
-from common import keys
 from common.errors import ConfigError
+from common.index import keys
 
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
