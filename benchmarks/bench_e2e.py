@@ -18,8 +18,9 @@ import numpy as np
 from _common import machine, parse_sizes, planted_hashes, table
 from _stack import BenchStack
 
-from common import pipeline
-from common.snapshot import Snapshot
+from common.config import tasks
+from common.index.snapshot import Snapshot
+from common.match import pipeline
 from producer import jobs
 
 HEADERS = ["N", "preset", "fill s", "index load s", "p50 ms", "p99 ms", "in-worker ms", "batch q/s",
@@ -93,13 +94,11 @@ def time_queries(
     pids = [f"{1_000_000_000 + int(k)}" for k in rng.integers(0, n, args.latency_queries)]
     # warm every child's index copy, then time one query at a time, as a service would
     for pid in pids[: 4 * args.workers]:
-        stack.app.send_task("neardup.query", kwargs={"product_id": pid, "preset": preset}).get(timeout=300)
+        stack.app.send_task(tasks.QUERY, kwargs={"product_id": pid, "preset": preset}).get(timeout=300)
     lat, inside = [], []
     for pid in pids:
         t = time.perf_counter()
-        res = stack.app.send_task("neardup.query", kwargs={"product_id": pid, "preset": preset}).get(
-            timeout=30
-        )
+        res = stack.app.send_task(tasks.QUERY, kwargs={"product_id": pid, "preset": preset}).get(timeout=30)
         lat.append((time.perf_counter() - t) * 1000)
         assert res["ok"], res
         inside.append(res["elapsed_ms"])

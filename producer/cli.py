@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.config.settings import Settings
 from common.errors import ConfigError
 from common.ids import check_product_id
-from common.results import detailed_shape, original_shape, write_json_atomic
-from common.settings import Settings
 from producer import jobs
 from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
 from producer.connection import Unreachable
+from producer.results import detailed_shape, original_shape, write_json_atomic
 from producer.session import Session, open_session
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -208,7 +208,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
-    from common import presets
+    from common.match import presets
     from producer.dedup import DEDUP_RADIUS, run_dedup
 
     preset = args.preset or settings.preset
@@ -235,6 +235,12 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
         f"{result['groups_found']} groups ({result['products_in_groups']} products) in {result['seconds']} s "
         f"-> {args.output}"
     )
+    if result.get("incomplete_shards"):
+        say(
+            f"dedup: shards {result['incomplete_shards']} could not run "
+            f"({', '.join(result['incomplete_reasons'])}); their pairs are missing"
+        )
+        return EXIT_FAILURES
     return EXIT_OK
 
 
@@ -311,7 +317,7 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _preset(text: str) -> str:
-    from common.presets import PRESETS
+    from common.match.presets import PRESETS
 
     if text not in PRESETS:
         raise argparse.ArgumentTypeError(

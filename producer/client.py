@@ -17,8 +17,8 @@ from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from common.celery_config import QUERY_QUEUE
-from common.settings import Settings
+from common.config import tasks
+from common.config.settings import Settings
 from producer import jobs
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 
@@ -87,7 +87,7 @@ class NeardupClient:
             "image_bytes": image_bytes,
             **options,
         }
-        result = self.app.send_task("neardup.query", kwargs=_message(spec, preset), queue=QUERY_QUEUE)
+        result = self.app.send_task(tasks.QUERY, kwargs=_message(spec, preset), queue=tasks.QUERY_QUEUE)
         try:
             return result.get(timeout=timeout)
         except CeleryTimeout:

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from common import keys, pipeline, presets
-from common.dedup import PAIR_RECORD, STAGES
-from common.dedup import groups as groups_of_rows
-from common.matching import similarity
+from common.config import tasks
+from common.index import keys
+from common.index.allpairs import PAIR_RECORD, STAGES
+from common.index.allpairs import groups as groups_of_rows
+from common.index.hamming import similarity
+from common.match import pipeline, presets
 from producer import jobs
 from producer.session import Session
 
@@ -35,7 +37,7 @@ def run_dedup(
     bulk = sess.store.bulk()  # ids in row order: the same rows every shard scans
     n = len(bulk.ids)
     job_id = jobs.new_job_id("dedup")
-    sess.r.hset(keys.job_meta(job_id), mapping={"total": n_shards, "kind": "dedup", "n": n, "radius": radius})
+    jobs.note_job(sess.r, job_id, {"total": n_shards, "kind": "dedup", "n": n, "radius": radius})
     for shard in range(n_shards):
         kwargs = {
             "job_id": job_id,
@@ -46,7 +48,7 @@ def run_dedup(
             "preset": preset,
             "columns": columns,
         }
-        sess.app.send_task("neardup.dedup_shard", kwargs=kwargs, queue="query")
+        sess.app.send_task(tasks.DEDUP_SHARD, kwargs=kwargs, queue=tasks.QUEUE_OF[tasks.DEDUP_SHARD])
     jobs.wait(
         sess.r,
         job_id,
@@ -80,6 +82,13 @@ def run_dedup(
         "seconds": round(time.monotonic() - started, 3),
         "groups": groups,
     }
+    # A shard the workers could not run (it killed its worker every time, ...) was answered empty: say
+    # so, its pairs are missing.
+    notes = jobs.job_notes(sess.r, job_id)
+    missing = {k: v for k, v in notes.items() if ":" in k and k.split(":", 1)[1].isdigit()}
+    if missing:
+        out["incomplete_shards"] = sorted(int(k.split(":", 1)[1]) for k in missing)
+        out["incomplete_reasons"] = sorted({k.split(":", 1)[0] for k in missing})
     if with_pairs:
         by_distance = pairs[np.lexsort((pairs["j"], pairs["i"], pairs["d"]))]
         out["pairs"] = [

@@ -14,9 +14,9 @@ import redis
 from celery import Celery
 from tqdm import tqdm
 
-from common import keys
-from common.celery_config import INGEST_QUEUE, QUERY_QUEUE
-from common.store import IndexStore
+from common.config import tasks
+from common.index import keys
+from common.index.store import IndexStore
 
 QUERY_CHUNK = 32
 KOMBU_PRIORITY_SEP = "\x06\x16"
@@ -60,11 +60,11 @@ def enqueue_ingest(
                     skipped += 1
                 else:
                     todo.append(item)
-    store.r.hset(keys.job_meta(job_id), mapping={"total": len(todo), "kind": "ingest", "at": time.time()})
+    note_job(store.r, job_id, {"total": len(todo), "kind": "ingest", "at": time.time()})
     for start in range(0, len(todo), chunk):
         batch = [{"product_id": pid, "url": url} for pid, url in todo[start : start + chunk]]
         app.send_task(
-            "neardup.ingest", kwargs={"job_id": job_id, "items": batch, "force": force}, queue=INGEST_QUEUE
+            tasks.INGEST, kwargs={"job_id": job_id, "items": batch, "force": force}, queue=tasks.INGEST_QUEUE
         )
     return job_id, len(todo), skipped
 
@@ -74,14 +74,27 @@ def enqueue_queries(
 ) -> str:
     """Queries in chunks on queue `query`; each dict carries a unique `key` naming it in the output."""
     job_id = job_id or new_job_id("query")
-    r.hset(keys.job_meta(job_id), mapping={"total": len(queries), "kind": "query", "at": time.time()})
+    note_job(r, job_id, {"total": len(queries), "kind": "query", "at": time.time()})
     for start in range(0, len(queries), QUERY_CHUNK):
         app.send_task(
-            "neardup.query_batch",
+            tasks.QUERY_BATCH,
             kwargs={"job_id": job_id, "queries": list(queries[start : start + QUERY_CHUNK])},
-            queue=QUERY_QUEUE,
+            queue=tasks.QUERY_QUEUE,
         )
     return job_id
+
+
+def note_job(r: redis.Redis, job_id: str, meta: dict[str, Any]) -> None:
+    """The job's notes (kind, size; workers add problems such as a poisoned shard), kept as long as
+    the job's other bookkeeping."""
+    pipe = r.pipeline()
+    pipe.hset(keys.job_meta(job_id), mapping=meta)
+    pipe.expire(keys.job_meta(job_id), tasks.JOB_TTL)
+    pipe.execute()
+
+
+def job_notes(r: redis.Redis, job_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in r.hgetall(keys.job_meta(job_id)).items()}
 
 
 def count(r: redis.Redis, job_id: str) -> tuple[int, int]:
@@ -167,7 +180,7 @@ def messages_pending(broker: redis.Redis) -> int:
 def queue_lengths(broker: redis.Redis) -> dict[str, int]:
     """Messages waiting per queue (kombu keeps one list per priority band)."""
     out = {}
-    for queue in (INGEST_QUEUE, QUERY_QUEUE):
+    for queue in (tasks.INGEST_QUEUE, tasks.QUERY_QUEUE):
         names = [queue] + [f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in range(1, 10)]
         pipe = broker.pipeline()
         for name in names:

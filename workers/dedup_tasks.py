@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import keys, pipeline, presets
-from common.dedup import PAIR_RECORD, STAGES, pairs_for_shard, shard_plan
+from common.config import tasks as names
+from common.config.tasks import JOB_TTL
+from common.errors import NeardupError
+from common.index import keys
+from common.index.allpairs import PAIR_RECORD, STAGES, pairs_for_shard, shard_plan
+from common.match import pipeline, presets
 from workers import index_cache
 from workers.app import app
-
-JOB_TTL = 7 * 24 * 3600
+from workers.guard import GuardedTask
 
 
 def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int, shard: int) -> np.ndarray:
@@ -32,9 +35,9 @@ def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int
     return out
 
 
-@app.task(name="neardup.dedup_shard", bind=True, ignore_result=True)
+@app.task(name=names.DEDUP_SHARD, base=GuardedTask, bind=True, ignore_result=True)
 def dedup_shard(
-    self,
+    self: GuardedTask,
     job_id: str,
     shard: int,
     n_shards: int,
@@ -46,15 +49,25 @@ def dedup_shard(
     """Pairs of this shard among the first `n` rows (rows are append-only, so every shard of one job
     sees the same rows), verified like query matches unless the preset is `original`, stored as
     packed records for the producer to join."""
-    from workers.tasks import delivery_count
+    self.guarded(
+        lambda: _dedup_shard(job_id, shard, n_shards, radius, n, preset, columns),
+        lambda exc: _answer_empty(job_id, shard, exc),
+    )
 
-    if delivery_count(self.request.id) > index_cache.settings().max_deliveries:
-        # Poison: this shard killed its worker every time. Record an empty answer and move on.
-        r = index_cache.store().r
-        r.hset(keys.dedup_pairs(job_id), str(shard), b"")
-        r.sadd(keys.job_done(job_id), str(shard))
-        r.hset(keys.job_meta(job_id), f"poison:{shard}", "killed its worker repeatedly")
-        return
+
+def _answer_empty(job_id: str, shard: int, exc: NeardupError) -> None:
+    """A shard that cannot run (poison, another signal set, ...) answers empty, with a note the
+    producer reports: its pairs are missing from the result."""
+    pipe = index_cache.store().r.pipeline()
+    pipe.hset(keys.dedup_pairs(job_id), str(shard), b"")
+    pipe.sadd(keys.job_done(job_id), str(shard))
+    pipe.hset(keys.job_meta(job_id), f"{exc.reason}:{shard}", exc.detail)
+    pipe.execute()
+
+
+def _dedup_shard(
+    job_id: str, shard: int, n_shards: int, radius: int, n: int, preset: str, columns: list[str] | None
+) -> None:
     snap = index_cache.snapshot()
     if len(snap) < n:
         raise RuntimeError(f"index has {len(snap)} rows, job planned for {n}")

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from common.redis_urls import for_celery, with_db
-from common.settings import Settings
-
-INGEST_QUEUE = "ingest"
-QUERY_QUEUE = "query"
+from common.config.redis_urls import for_celery, with_db
+from common.config.settings import Settings
+from common.config.tasks import QUERY_QUEUE, QUEUE_OF
 
 
 def _db_of(url: str) -> int:
@@ -64,7 +62,7 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
         "task_time_limit": limit,
         "task_soft_time_limit": soft_limit,
         # A task killed at the hard limit is requeued, not acked: redelivered, it meets the poison
-        # guard (tasks._delivery_count) and ends recorded as failed instead of silently lost.
+        # guard (workers.guard.delivery_count) and ends recorded as failed instead of silently lost.
         "task_acks_on_timeout": False,
         "broker_transport_options": transport,
         "result_backend_transport_options": {
@@ -77,12 +75,7 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
         "broker_connection_timeout": 5,
         "result_expires": 3600,
         "task_default_queue": QUERY_QUEUE,
-        "task_routes": {
-            "neardup.ingest": {"queue": INGEST_QUEUE},
-            "neardup.query": {"queue": QUERY_QUEUE},
-            "neardup.query_batch": {"queue": QUERY_QUEUE},
-            "neardup.dedup_shard": {"queue": QUERY_QUEUE},
-        },
+        "task_routes": {name: {"queue": queue} for name, queue in QUEUE_OF.items()},
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
