@@ -138,8 +138,8 @@ class Settings:
         "NEARDUP_PLUGINS",
         lambda t: tuple(n.strip() for n in t.split(",") if n.strip()),
         (),
-        "Extra per-product signals (comma-separated plugin names, e.g. garment_hsv): stored at ingest, "
-        "scored for every match. Changing it needs a re-ingest (--force).",
+        "Extra per-product signals (comma-separated plugin names, e.g. garment_hsv): stored at ingest "
+        "beside the signatures (they do not decide matches). Changing it needs a re-ingest (--force).",
     )
     allow_private_urls: bool = _env(
         "NEARDUP_ALLOW_PRIVATE_URLS",

@@ -60,7 +60,7 @@ DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDO
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
-# Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
+# Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs beside the signatures.
 PLUGINS = plugins.load(_SETTINGS.plugins)
 
 # ORB words of the strongest keypoints, 4 x 16 bits per column (common.index.orb_words): crop candidates.
