@@ -424,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5555)
     p.set_defaults(func=cmd_flower)
+
+    from producer.calibrate import add_parser as add_calibrate  # emb: `neardup calibrate`
+
+    add_calibrate(sub, _common_job_args)
     return parser
 
 
@@ -435,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"neardup: {exc.detail}")
         return EXIT_USAGE
     try:
+        if settings.embedding_model is not None:  # emb: a bad model or no onnxruntime: one line, exit 2
+            from common.embedding import check_model
+
+            check_model(settings.embedding_model)
         return args.func(settings, args)
     except (FileNotFoundError, ConfigError) as exc:
         say(f"neardup: {exc}")
