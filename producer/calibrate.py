@@ -110,7 +110,10 @@ def report(results: list[Labelled], fit: list[Labelled], held: list[Labelled], a
     """Print the tables; return (chosen point on fit, the same threshold on the held-out half)."""
     n_true = sum(len(q.truth) for q in results)
     say(f"{'stage':>12s} {'true':>6s} {'false':>6s} {'precision':>10s} {'recall':>7s}")
-    for stage, (tp, fp) in calibration.stage_counts(results).items():
+    counts = calibration.stage_counts(results)
+    if not counts:
+        say(f"{'(none)':>12s}")
+    for stage, (tp, fp) in counts.items():
         precision = tp / (tp + fp) if tp + fp else 1.0
         say(f"{stage:>12s} {tp:6d} {fp:6d} {precision:10.3f} {tp / max(n_true, 1):7.3f}")
     off = calibration.at(results, None)
