@@ -184,6 +184,10 @@ def unpack(blob: bytes) -> np.ndarray:
     return v / norm
 
 
+def packed_size(dim: int) -> int:
+    return _HEADER.size + dim
+
+
 def dimension_of(blob: bytes) -> int:
     return _HEADER.unpack_from(blob)[1]
 

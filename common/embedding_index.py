@@ -44,8 +44,7 @@ class EmbeddingMatrix:
         m = cls(dim)
         m._grow(len(blobs))
         m.n = len(blobs)
-        for row, blob in enumerate(blobs):
-            m._put(row, blob)
+        m.set_many(range(len(blobs)), blobs)
         return m
 
     def set(self, row: int, blob: bytes | None) -> None:
@@ -54,6 +53,28 @@ class EmbeddingMatrix:
             self._grow(row + 1)
             self.n = row + 1
         self._put(row, blob)
+
+    def set_many(self, rows: Sequence[int], blobs: Sequence[bytes | None]) -> None:
+        """`set` for many rows at once (a full load of a million vectors: one numpy pass, not a loop)."""
+        size = embedding.packed_size(self.dim)
+        good = [
+            (r, b) for r, b in zip(rows, blobs, strict=True) if b is not None and len(b) == size and b[0] == 1
+        ]
+        for r, b in zip(rows, blobs, strict=True):
+            if b is None or len(b) != size or b[0] != 1:
+                self.set(r, b)  # missing or odd: row by row, with the reason logged
+        if not good:
+            return
+        idx = np.fromiter((r for r, _ in good), dtype=np.int64, count=len(good))
+        if int(idx.max()) >= self.n:
+            self._grow(int(idx.max()) + 1)
+            self.n = int(idx.max()) + 1
+        raw = np.frombuffer(b"".join(b for _, b in good), dtype=np.int8).reshape(len(good), size)
+        q = raw[:, size - self.dim :].astype(np.float32)
+        norms = np.linalg.norm(q, axis=1)
+        ok = norms > 0
+        self._m[idx[ok]] = q[ok] / norms[ok, None]  # the stored scale cancels in the renormalisation
+        self._ok[idx] = ok
 
     def _put(self, row: int, blob: bytes | None) -> None:
         self._ok[row] = False

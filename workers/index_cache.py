@@ -117,10 +117,9 @@ def _sync_embeddings(st: IndexStore, snap: Snapshot, pids: list[str], chunk: int
             if not dims:
                 continue
             snap.embeddings = EmbeddingMatrix(dims[0])
-        for pid, blob in zip(part, blobs, strict=True):
-            row = snap.rows.get(pid)
-            if row is not None:
-                snap.embeddings.set(row, blob)
+        found = [(snap.rows.get(pid), blob) for pid, blob in zip(part, blobs, strict=True)]
+        found = [(row, blob) for row, blob in found if row is not None]
+        snap.embeddings.set_many([row for row, _ in found], [blob for _, blob in found])
 
 
 def _warm(snap: Snapshot) -> None:

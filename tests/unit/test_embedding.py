@@ -243,3 +243,16 @@ def test_embedding_is_a_candidate_source_and_a_tier_above_its_threshold(tiny, mo
     # And an exact copy keeps its own stage, with the cosine in its details
     found = pipeline.find_matches(exact, index.snap, replace(balanced, embedding_min=best), blobs=index.blobs)
     assert found[0].stage == "exact" and found[0].extra["cosine"] > 0.999
+
+
+def test_export_tool_writes_the_metadata_the_loader_reads(tmp_path):
+    # Given an exported encoder without our metadata (tools/export_encoder.py adds it after torch's export)
+    from tools.export_encoder import write_metadata
+
+    path = tiny_encoder(tmp_path / "m.onnx", size=32)
+    # When the tool writes it
+    write_metadata(path, (48, 40), (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
+    # Then the loader feeds the model by it
+    spec = embedding.Encoder(path).spec
+    assert (spec.height, spec.width, spec.layout) == (48, 40, "NCHW")
+    assert spec.mean == (0.1, 0.2, 0.3) and spec.std == (0.5, 0.5, 0.5)
