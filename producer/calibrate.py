@@ -22,7 +22,7 @@ from producer import jobs
 from producer.session import open_session
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
-GRID = (0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
+GRID = (0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 
 
 def say(*parts: object) -> None:
