@@ -42,7 +42,11 @@ def add_parser(sub: argparse._SubParsersAction, common_job_args: Callable) -> No
     p.add_argument(
         "--held-out", type=_held_out, default=0.5, help="share of queries kept apart to check the choice"
     )
-    p.add_argument("--preset", default=None, help="preset of the other stages (default NEARDUP_PRESET)")
+    from producer.cli import _preset  # cli is loaded by now: it calls this while building its parser
+
+    p.add_argument(
+        "--preset", type=_preset, default=None, help="preset of the other stages (default NEARDUP_PRESET)"
+    )
     p.add_argument("--write", action="store_true", help="store the threshold with the index")
     common_job_args(p)
     p.set_defaults(func=cmd_calibrate)
@@ -132,6 +136,21 @@ def report(results: list[Labelled], fit: list[Labelled], held: list[Labelled], a
         )
     checked = calibration.at(held, chosen.threshold) if chosen and held else None
     return chosen, checked
+
+
+def status_line(r) -> str | None:
+    """`neardup status`: the embedding model and whether its stage is on (None without a model)."""
+    if pipeline.EMBEDDING is None:
+        return None
+    record = embedding_index.read_calibration(r, pipeline.EMBEDDING)
+    if record is None:
+        return f"embedding: {pipeline.EMBEDDING}, not calibrated (a candidate source; its stage is off)"
+    held = record.get("held_out") or record.get("fit") or {}
+    return (
+        f"embedding: {pipeline.EMBEDDING}, stage on at cosine >= {record['threshold']:.4f} "
+        f"(calibrated for precision {record.get('target_precision')}: "
+        f"{held.get('embedding_precision')} on {record.get('queries')} labelled queries)"
+    )
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:

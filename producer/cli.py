@@ -254,6 +254,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  {name}")
         by_reason = Counter(rec.get("reason", "unknown") for rec in failures.values())
         print(f"failures: {len(failures)}" + ("".join(f"\n  {r}: {n}" for r, n in by_reason.most_common())))
+        from producer.calibrate import status_line  # emb: the model and its calibration, when one is set
+
+        if (line := status_line(sess.r)) is not None:
+            print(line)
     return EXIT_OK
 
 

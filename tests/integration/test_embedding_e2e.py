@@ -188,6 +188,14 @@ def test_embedding_stage_end_to_end(stack: Stack) -> None:
     exact = _query(s, [{"key": "x", "path": path}])["x"]
     assert exact["matches"][0]["product_id"] == pid and exact["matches"][0]["stage"] == "exact"
 
+    # And `neardup status` says the stage is on, at that threshold
+    status = _cli(s, "status")
+    assert status.returncode == 0 and f"stage on at cosine >= {stored['threshold']:.4f}" in status.stdout
+
+    # And a query image the model fails on gets an error answer at stage "embed", not a dead worker
+    failed = _query(s, [{"key": "black", "path": str(black)}])["black"]
+    assert failed["ok"] is False and failed["error"]["stage"] == "embed" and s.worker.alive()
+
     # And another model, or none, is refused on this index with a clear message (exit 2)
     for env in ({"NEARDUP_EMBEDDING_MODEL": str(s.other_model)}, {"NEARDUP_EMBEDDING_MODEL": ""}):
         proc = _cli(s, "status", env=env)
