@@ -108,9 +108,12 @@ class EmbeddingMatrix:
             scores[~self._ok[: self.n]] = -np.inf
             return scores
         idx = np.fromiter((r for r in rows), dtype=np.int64)
-        idx = idx[(idx >= 0) & (idx < self.n)]
-        scores = self._m[idx] @ query
-        scores[~self._ok[idx]] = -np.inf
+        if self.n == 0:
+            return np.full(len(idx), -np.inf, dtype=np.float32)
+        inside = (idx >= 0) & (idx < self.n)
+        scores = np.full(len(idx), -np.inf, dtype=np.float32)  # aligned with `rows`, even past the end
+        scores[inside] = self._m[idx[inside]] @ query
+        scores[inside & ~self._ok[np.clip(idx, 0, max(self.n - 1, 0))]] = -np.inf
         return scores
 
     def top(self, query: np.ndarray, k: int, skip: Iterable[int] = ()) -> list[tuple[int, float]]:

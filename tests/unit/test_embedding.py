@@ -189,6 +189,10 @@ def test_matrix_top_k_is_exact_and_skips_what_it_must():
     m.set(306, b"garbage")
     assert m.top(q, 1)[0][0] == 305 and len(m) == 307
     assert np.isneginf(m.cosines(q, [306, 7])).all()
+    # a row the snapshot has but the matrix does not yet: no vector, and the answer stays aligned
+    scores = m.cosines(q, [305, 999, 0])
+    assert len(scores) == 3 and scores[0] > 0.99 and np.isneginf(scores[1]) and np.isfinite(scores[2])
+    assert np.isneginf(EmbeddingMatrix(32).cosines(q, [0, 1])).all() and EmbeddingMatrix(32).top(q, 3) == []
 
 
 class _Index:
