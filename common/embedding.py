@@ -256,14 +256,21 @@ _encoders: dict[tuple[int, str], Encoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def encoder(path: str | os.PathLike) -> Encoder:
-    """This process's encoder for `path` (created on first use: after a fork, never inherited)."""
+def encoder(path: str | os.PathLike, signal: str | None = None) -> Encoder:
+    """This process's encoder for `path` (created on first use: after a fork, never inherited).
+
+    `signal`: the name this process stores vectors under; a model file replaced on disk since then
+    would put another model's vectors under it, so that is refused (restart the worker)."""
     key = (os.getpid(), str(path))
     with _encoders_lock:
         enc = _encoders.get(key)
         if enc is None:
             enc = _encoders[key] = Encoder(path)
-        return enc
+    if signal is not None and enc.signal != signal:
+        raise ConfigError(
+            "signature_mismatch", f"{path} changed since this process started ({signal}): restart it"
+        )
+    return enc
 
 
 def check_model(path: str | os.PathLike) -> str:

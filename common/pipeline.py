@@ -177,7 +177,7 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
     for plugin in PLUGINS:
         sigs[plugins.key(plugin)] = plugin.describe(work)
     if EMBEDDING is not None:  # emb: EmbeddingError (stage "embed") fails this product only
-        sigs[EMBEDDING] = embedding.encoder(_SETTINGS.embedding_model).embed(work)
+        sigs[EMBEDDING] = embedding.encoder(_SETTINGS.embedding_model, EMBEDDING).embed(work)
     return sigs
 
 

@@ -122,6 +122,16 @@ def test_encoder_embeds_a_photo_and_its_turned_copy_alike(tiny):
     assert embedding.unpack(enc.embed(photo)) @ a > 0.999
 
 
+def test_a_model_file_replaced_under_a_running_process_is_refused(tmp_path):
+    path = tiny_encoder(tmp_path / "m.onnx", seed=0)
+    started_with = embedding.signal_for(path)
+    assert embedding.encoder(path, started_with).signal == started_with
+    tiny_encoder(tmp_path / "new.onnx", seed=4).replace(path)  # another model under the same name
+    embedding._encoders.clear()  # as a freshly forked child would load it
+    with pytest.raises(ConfigError, match="changed since this process started"):
+        embedding.encoder(path, started_with)
+
+
 def test_a_model_failing_on_one_image_raises_a_product_error(tiny):
     enc = embedding.Encoder(tiny)
     with pytest.raises(embedding.EmbeddingError) as err:
