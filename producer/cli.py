@@ -260,6 +260,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  {name}")
         by_reason = Counter(rec.get("reason", "unknown") for rec in failures.values())
         print(f"failures: {len(failures)}" + ("".join(f"\n  {r}: {n}" for r, n in by_reason.most_common())))
+        from producer.calibrate import status_line  # emb: the model and its calibration, when one is set
+
+        if (line := status_line(sess.r)) is not None:
+            print(line)
     return EXIT_OK
 
 
@@ -430,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5555)
     p.set_defaults(func=cmd_flower)
+
+    from producer.calibrate import add_parser as add_calibrate  # emb: `neardup calibrate`
+
+    add_calibrate(sub, _common_job_args)
     return parser
 
 
@@ -441,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"neardup: {exc.detail}")
         return EXIT_USAGE
     try:
+        if settings.embedding_model is not None:  # emb: a bad model or no onnxruntime: one line, exit 2
+            from common.signals.embedding import check_model
+
+            check_model(settings.embedding_model)
         return args.func(settings, args)
     except (FileNotFoundError, ConfigError) as exc:
         say(f"neardup: {exc}")

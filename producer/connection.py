@@ -43,7 +43,7 @@ def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
 
 
 def index_store(client: redis.Redis) -> IndexStore:
-    return IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+    return IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS, pipeline.IDENTITY_SIGNALS)
 
 
 def safe_url(url: str | None) -> str:

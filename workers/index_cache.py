@@ -16,9 +16,11 @@ import redis
 
 from common.config.settings import Settings
 from common.index import orb_words
+from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
 from common.match import pipeline, presets
+from common.signals import embedding
 from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
             health_check_interval=25,
             retry_on_timeout=True,
         )
-        st = IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+        st = IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS, pipeline.IDENTITY_SIGNALS)
         _state.clear()
         _state[os.getpid()] = state = (s, client, st)
     return state
@@ -84,6 +86,7 @@ def snapshot() -> Snapshot:
             ((pid, sigs) for pid, sigs in zip(pids, _signatures(st, pids), strict=True) if sigs),
             version=changes[-1][2],
         )
+        _sync_embeddings(st, _snap, pids)
         _last_change = changes[-1][0]
         return _snap
 
@@ -98,8 +101,27 @@ def _full_load(st: IndexStore) -> None:
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
     snap.load_arrays(bulk.ids, arrays, bulk.version)
+    _sync_embeddings(st, snap, bulk.ids)
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
+
+
+def _sync_embeddings(st: IndexStore, snap: Snapshot, pids: list[str], chunk: int = 10_000) -> None:
+    """emb: the learned-embedding rows of these products into the snapshot's matrix (read after the
+    scan columns: a vector newer than the cut is harmless, the change stream brings it again)."""
+    if pipeline.EMBEDDING is None:
+        return
+    for start in range(0, len(pids), chunk):
+        part = pids[start : start + chunk]
+        blobs = st.blobs(pipeline.EMBEDDING, part)
+        if snap.embeddings is None:
+            dims = [embedding.dimension_of(b) for b in blobs if b is not None and len(b) > 7]
+            if not dims:
+                continue
+            snap.embeddings = EmbeddingMatrix(dims[0])
+        found = [(snap.rows.get(pid), blob) for pid, blob in zip(part, blobs, strict=True)]
+        found = [(row, blob) for row, blob in found if row is not None]
+        snap.embeddings.set_many([row for row, _ in found], [blob for _, blob in found])
 
 
 def _warm(snap: Snapshot) -> None:

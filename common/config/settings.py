@@ -91,6 +91,16 @@ def _decode_mode(text: str) -> str:
     return mode
 
 
+def _model_file(text: str) -> Path | None:
+    # emb: the learned-embedding model (common/embedding.py); the CLI also loads it once at start.
+    if not text.strip():
+        return None
+    path = Path(text.strip()).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError("no such file (an ONNX image encoder, e.g. from tools/export_encoder.py)")
+    return path
+
+
 def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
 
@@ -198,6 +208,15 @@ class Settings:
         "(dhash64.work@1), ~40 % cheaper per 800x1000 image, same accuracy on the devset. exact: dHash "
         "from the full-resolution image, bit-identical to imagehash (dhash64@1). Each mode makes its "
         "own index: changing it needs a new index.",
+    )
+
+    embedding_model: Path | None = _env(  # emb
+        "NEARDUP_EMBEDDING_MODEL",
+        _model_file,
+        None,
+        "An ONNX image encoder (needs `pip install .[embeddings]`): a learned embedding of the garment "
+        "region at ingest, a candidate source for queries, and a match stage once `neardup calibrate "
+        "--write` has set its threshold. Named by the file's sha256: another model needs a new index.",
     )
 
     @classmethod

@@ -13,6 +13,8 @@ PRODUCTS = PREFIX + "index:products"  # productId -> JSON {url, at}
 ROWS = PREFIX + "index:rows"  # productId -> row number in the columns
 IDS = PREFIX + "index:ids"  # productIds joined by "\n", in row order
 SIGNALS = PREFIX + "index:signals"  # JSON list of the scanned signals this index was built with
+# emb: JSON {signal, threshold, ...} from `neardup calibrate --write`: the embedding stage's threshold.
+EMBEDDING_CALIBRATION = PREFIX + "index:embedding_calibration"
 FAILURES = PREFIX + "failures"  # productId -> JSON {stage, reason, error, url, attempts, at}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,9 @@ class Snapshot:
     rows: dict[str, int] = field(default_factory=dict)
     _columns: dict[str, np.ndarray] = field(default_factory=dict)
     _tables: dict[tuple[str, int], _Tables] = field(default_factory=dict)
+    # emb: the learned-embedding rows (common.embedding_index.EmbeddingMatrix), aligned with `ids`;
+    # None when no model is configured. Kept current by workers/index_cache.py.
+    embeddings: Any = None
 
     def __post_init__(self) -> None:
         for key in self.signal_keys:

@@ -97,27 +97,37 @@ class BulkIndex:
 
 
 class IndexStore:
-    def __init__(self, client: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[str] = ()):
+    def __init__(
+        self,
+        client: redis.Redis,
+        scan_signals: Sequence[str],
+        blob_signals: Sequence[str] = (),
+        identity_signals: Sequence[str] = (),
+    ):
         self.r = client
         self.scan_signals = tuple(scan_signals)
         self.blob_signals = tuple(blob_signals)
+        # emb: blob signals that are also part of the recorded signal set (the embedding model), so an
+        # index never mixes them; none by default, and then the set is the scan signals, as before.
+        self.identity_signals = tuple(identity_signals)
         self._write = client.register_script(_WRITE_LUA)
 
     # -- schema guard -------------------------------------------------------------------------
     def check_signals(self) -> None:
         """Refuse to mix signatures: an index built with other signals stays as it is."""
-        wanted = json.dumps(list(self.scan_signals))
+        wanted = json.dumps([*self.scan_signals, *self.identity_signals])
         existing = self.r.get(keys.SIGNALS)
         if existing is None:
             self.r.set(keys.SIGNALS, wanted, nx=True)
             existing = self.r.get(keys.SIGNALS)
         if existing.decode() != wanted:
-            held, ours = set(json.loads(existing)), set(self.scan_signals)
+            held, ours = set(json.loads(existing)), {*self.scan_signals, *self.identity_signals}
             raise ConfigError(
                 "signature_mismatch",
                 f"this index was built with {sorted(held - ours)} where this process computes "
-                f"{sorted(ours - held)} (another NEARDUP_DECODE or version). Use the setting it was "
-                "built with, or a new index: another NEARDUP_DATA_DIR (embedded) or Redis database",
+                f"{sorted(ours - held)} (another NEARDUP_DECODE, NEARDUP_EMBEDDING_MODEL or version). Use "
+                "the setting it was built with, or a new index: another NEARDUP_DATA_DIR (embedded) or "
+                "Redis database",
             )
 
     # -- writes -------------------------------------------------------------------------------

@@ -31,11 +31,11 @@ from PIL import Image
 
 from common.config.settings import Settings
 from common.errors import ConfigError
-from common.index import hamming, orb_words
+from common.index import embeddings, hamming, orb_words
 from common.index.snapshot import Snapshot
 from common.match import verify
 from common.match.presets import Rule
-from common.signals import normalise, plugins
+from common.signals import embedding, normalise, plugins
 from common.signals.imaging import decode
 from common.signals.signatures import DHASH, dhash64, pack64, unpack64
 
@@ -86,7 +86,14 @@ def scan_signals(mode: str = DECODE) -> tuple[str, ...]:
 
 PRIMARY = PRIMARY_OF[DECODE]  # the primary dHash key of this process's mode
 SCAN_SIGNALS: tuple[str, ...] = scan_signals(DECODE)
-BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, THUMB, *(plugins.key(p) for p in PLUGINS))
+# emb: the learned embedding (NEARDUP_EMBEDDING_MODEL, common/embedding.py); None, and nothing added
+# anywhere, unless a model is named. Its key carries the model file's sha256 and is part of the index's
+# recorded signal set (IDENTITY_SIGNALS), so vectors of two models never share an index.
+EMBEDDING: str | None = (
+    embedding.signal_for(_SETTINGS.embedding_model) if _SETTINGS.embedding_model is not None else None
+)
+IDENTITY_SIGNALS: tuple[str, ...] = (EMBEDDING,) if EMBEDDING is not None else ()
+BLOB_SIGNALS: tuple[str, ...] = (PDQ, ORB, THUMB, *(plugins.key(p) for p in PLUGINS), *IDENTITY_SIGNALS)
 
 # Everything but the imagehash-exact dHash is computed on a working copy of about this size: the
 # signals all reduce far below it anyway, and it makes large catalogue photos 3-4x cheaper to describe.
@@ -171,6 +178,8 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in PLUGINS:
         sigs[plugins.key(plugin)] = plugin.describe(work)
+    if EMBEDDING is not None:  # emb: EmbeddingError (stage "embed") fails this product only
+        sigs[EMBEDDING] = embedding.encoder(_SETTINGS.embedding_model, EMBEDDING).embed(work)
     return sigs
 
 
@@ -217,8 +226,11 @@ def find_matches(
     rule: Rule,
     exclude: str | None = None,
     blobs: Blobs | None = None,
+    scored: dict[str, float] | None = None,
 ) -> list[Match]:
-    """Products matching the query, best first (dHash distance), ties by productId, never `exclude`."""
+    """Products matching the query, best first (dHash distance), ties by productId, never `exclude`.
+
+    With the learned embedding on, `scored` (when given) receives the cosine of every candidate."""
     if not len(snap):
         return []
     primary = primary_key(query)
@@ -255,6 +267,11 @@ def find_matches(
     )[: rule.max_candidates]
     # Local-feature words: crops and pads whose global hashes all moved still share keypoints.
     order += _word_candidates(query, snap, rule, {*order, *accepted, excluded_row})
+    # emb: the embedding's nearest products join the candidates (None: no model, nothing changes).
+    q_emb = embeddings.query_vector(query, EMBEDDING, snap.embeddings) if blobs is not None else None
+    if q_emb is not None:
+        taken = {*order, *accepted, excluded_row}
+        order += [r for r, _ in snap.embeddings.top(q_emb, rule.embedding_candidates, taken)]
 
     if blobs is None:
         # No blob store (library use without Redis): only two agreeing scans are trusted.
@@ -266,7 +283,35 @@ def find_matches(
         return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
     accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs))
+    if q_emb is not None:
+        _embedding_tier(q_emb, snap, rule, order, accepted, excluded_row, scored)
     return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+
+def _embedding_tier(
+    q_emb: np.ndarray,
+    snap: Snapshot,
+    rule: Rule,
+    order: list[int],
+    accepted: dict[int, tuple[str, dict]],
+    excluded_row: int | None,
+    scored: dict[str, float] | None,
+) -> None:
+    """emb: the cosine of every candidate goes into its details; a candidate no other stage accepted
+    is a match (stage "embedding") when its cosine reaches the calibrated `rule.embedding_min`."""
+    rows = [r for r in dict.fromkeys([*order, *accepted]) if r != excluded_row]
+    cosines = dict(zip(rows, snap.embeddings.cosines(q_emb, rows).tolist(), strict=True))
+    for r, c in cosines.items():
+        if not np.isfinite(c):
+            continue
+        c = round(c, 4)
+        if scored is not None:
+            scored[snap.ids[r]] = c
+        if r in accepted:
+            stage, extra = accepted[r]
+            accepted[r] = (stage, {**extra, "cosine": c})
+        elif rule.embedding_min is not None and c >= rule.embedding_min:
+            accepted[r] = ("embedding", {"cosine": c})
 
 
 def _word_candidates(query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set) -> list[int]:

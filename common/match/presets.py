@@ -34,6 +34,11 @@ class Rule:
     # ORB-confirmed candidates must also agree photometrically after alignment (common.match.verify
     # .photometric): at least this share of textured thumbnail blocks, and the chroma check.
     photo_min: float = 0.6
+    # emb: the learned embedding (NEARDUP_EMBEDDING_MODEL): its nearest products join the verified
+    # candidates, and one whose cosine reaches `embedding_min` is a match on its own (stage
+    # "embedding"). embedding_min stays None (that tier off) until `neardup calibrate --write`.
+    embedding_candidates: int = 6
+    embedding_min: float | None = None
 
 
 PRESETS: dict[str, Rule] = {

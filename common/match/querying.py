@@ -7,7 +7,7 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -16,6 +16,7 @@ from common.config.settings import Settings
 from common.errors import BadRequest, NeardupError
 from common.fetch.guarded import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
+from common.index import embeddings
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
 from common.match import pipeline, presets
@@ -134,7 +135,11 @@ def run_query(
             sigs = indexed_signatures(req.value, snap, store, req.rule)
         else:
             sigs = query_signatures(req, store, settings)
-        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
+        rule, calibration = _calibrated(req.rule, store)
+        scored: dict[str, float] = {}
+        matches = pipeline.find_matches(
+            sigs, snap, rule, exclude=req.exclude, blobs=store.blobs, scored=scored
+        )
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
     except NeardupError as exc:
@@ -162,7 +167,7 @@ def run_query(
         }
         for m in matches[: req.limit]
     ]
-    return {
+    result = {
         "ok": True,
         "query": {req.source: shown},
         "index_version": snap.version,
@@ -171,3 +176,21 @@ def run_query(
         "matches": out,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
     }
+    if req.details and pipeline.EMBEDDING is not None and rule.verified:  # emb: every cosine scored
+        result["embedding"] = {
+            "signal": pipeline.EMBEDDING,
+            "threshold": calibration.get("threshold") if calibration else None,
+            "scored": sorted(([p, c] for p, c in scored.items() if p != req.exclude), key=lambda x: -x[1]),
+        }
+    return result
+
+
+def _calibrated(rule: presets.Rule, store: IndexStore) -> tuple[presets.Rule, dict | None]:
+    """emb: the rule with the embedding threshold `neardup calibrate --write` stored for this model
+    (one GET per query, only when a model is configured; otherwise the rule as it is)."""
+    if pipeline.EMBEDDING is None or not rule.verified:
+        return rule, None
+    calibration = embeddings.read_calibration(store.r, pipeline.EMBEDDING)
+    if calibration is None:
+        return rule, None
+    return replace(rule, embedding_min=float(calibration["threshold"])), calibration
