@@ -82,6 +82,8 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
             "neardup.query": {"queue": QUERY_QUEUE},
             "neardup.query_batch": {"queue": QUERY_QUEUE},
             "neardup.dedup_shard": {"queue": QUERY_QUEUE},
+            "neardup.remove": {"queue": QUERY_QUEUE},
+            "neardup.feedback": {"queue": QUERY_QUEUE},
         },
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -14,6 +14,7 @@ import redis
 
 from common import pipeline, presets
 from common.errors import BadRequest, NeardupError
+from common.feedback import banned_for
 from common.fetch import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
 from common.settings import Settings
@@ -137,6 +138,10 @@ def run_query(
         matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
+        if snap.exclusions:  # review feedback: pairs marked "not a duplicate" are never listed
+            anchors = {m.product_id for m in matches if m.stage == "exact"} | ({req.exclude} - {None})
+            banned = banned_for(anchors, snap.exclusions)
+            matches = [m for m in matches if m.product_id not in banned]
     except NeardupError as exc:
         return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
     except (redis.RedisError, *reraise):
@@ -166,7 +171,7 @@ def run_query(
         "ok": True,
         "query": {req.source: shown},
         "index_version": snap.version,
-        "index_size": len(snap),
+        "index_size": snap.live_count,
         "rule": req.rule.name,
         "matches": out,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),

@@ -2,7 +2,9 @@
 
 The Snapshot is loaded in bulk once, then kept current from the change stream: each query first
 compares one integer (the index version) and applies only what changed since, so a product ingested
-a moment ago is found by the next query without reloading the index.
+a moment ago is found by the next query without reloading the index, and a product removed a moment
+ago is never listed by it. Review feedback (common.feedback) has its own version, read in the same
+round trip; when it moved, the verdicts are read again and attached to the snapshot.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import threading
 import numpy as np
 import redis
 
-from common import localindex, pipeline, presets
+from common import feedback, localindex, pipeline, presets
 from common.settings import Settings
 from common.signatures import pack64
 from common.snapshot import Snapshot
-from common.store import IndexStore
+from common.store import Change, IndexStore
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -26,6 +28,7 @@ _state: dict = {}  # pid -> (settings, client, store); rebuilt after fork
 _snap: Snapshot | None = None
 _last_change = "0-0"
 _epoch = ""
+_feedback = feedback.Feedback()
 
 
 def settings() -> Settings:
@@ -68,27 +71,42 @@ def snapshot() -> Snapshot:
         if _snap is None:
             _full_load(st)
             return _snap
-        version, epoch = st.version_and_epoch()
+        version, epoch, feedback_version = st.sync_state()
         if epoch != _epoch:
             _full_load(st)  # the index was reset or replaced under us
             return _snap
+        if feedback_version != _feedback.version:
+            _load_feedback(st)
         if version == _snap.version:
             return _snap
         changes = st.changes_since(_last_change)
-        if not changes or changes[0][2] != _snap.version + 1:
+        if not changes or changes[0].version != _snap.version + 1:
             _full_load(st)  # the stream was trimmed past us, or the index was reset
             return _snap
-        pids = list(dict.fromkeys(pid for _, pid, _ in changes))
-        _snap.apply(
-            ((pid, sigs) for pid, sigs in zip(pids, _signatures(st, pids), strict=True) if sigs),
-            version=changes[-1][2],
-        )
-        _last_change = changes[-1][0]
+        _catch_up(st, _snap, changes)
+        _last_change = changes[-1].id
         return _snap
 
 
-def _signatures(st: IndexStore, pids: list[str]) -> list[dict[str, bytes] | None]:
-    return st.signatures_many(pids, scan_only=True)
+def _catch_up(st: IndexStore, snap: Snapshot, changes: list[Change]) -> None:
+    """Apply a run of changes: each product as it is in Redis now, at the row Redis gave it."""
+    last_kind = {c.pid: c.kind for c in changes}
+    snap.remove([pid for pid, kind in last_kind.items() if kind == "rm"], changes[-1].version)
+    written = [pid for pid, kind in last_kind.items() if kind != "rm"]
+    now = st.rows_and_signatures(written, scan_only=True)
+    snap.place(
+        ((pid, row, sigs) for pid, (row, sigs) in zip(written, now, strict=True) if row is not None and sigs),
+        version=changes[-1].version,
+    )
+    # Written in this run but removed since it was read: gone in Redis, so gone here too.
+    snap.remove([pid for pid, (row, _) in zip(written, now, strict=True) if row is None], snap.version)
+
+
+def _load_feedback(st: IndexStore) -> None:
+    global _feedback
+    _feedback = feedback.read(st.r)
+    if _snap is not None:
+        _snap.exclusions = _feedback.exclusions()
 
 
 def _full_load(st: IndexStore) -> None:
@@ -99,6 +117,7 @@ def _full_load(st: IndexStore) -> None:
     snap.load_arrays(bulk.ids, arrays, bulk.version)
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
+    _load_feedback(st)
 
 
 def _warm(snap: Snapshot) -> None:

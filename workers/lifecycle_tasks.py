@@ -1,0 +1,38 @@
+"""Tasks that change what the index holds besides ingest: remove products, review feedback on pairs.
+Thin, through the same guards as workers.tasks (poison count, signal check, Redis-down requeue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.errors import BadRequest, ConfigError
+from common.lifecycle import feedback_request, remove_request
+from workers import index_cache
+from workers.app import app
+from workers.tasks import REDIS_DOWN, _error, _requeue_when_redis_is_down, delivery_count
+
+
+def _guarded(task_id: str | None, args: tuple, kwargs: dict[str, Any], handler) -> dict[str, Any]:
+    if args:
+        return _error(BadRequest("bad_request", "pass the request as keyword arguments, not positional"))
+    try:
+        if delivery_count(task_id) > index_cache.settings().max_deliveries:
+            return _error(BadRequest("poison", "this request killed its worker repeatedly"))
+        index_cache.check_signals()  # a removal clears columns: they must be the ones this index holds
+        return handler(kwargs, index_cache.store())
+    except ConfigError as exc:
+        return _error(exc)
+    except REDIS_DOWN as exc:
+        raise _requeue_when_redis_is_down(exc) from None
+
+
+@app.task(name="neardup.remove", bind=True)
+def remove(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Public: kwargs `product_ids` (list). Result: counts removed / not_indexed / bad (with reasons)."""
+    return _guarded(self.request.id, args, kwargs, remove_request)
+
+
+@app.task(name="neardup.feedback", bind=True)
+def feedback(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Public: kwargs `product_ids` ([A, B]) and `verdict` (not_duplicate, duplicate, clear)."""
+    return _guarded(self.request.id, args, kwargs, feedback_request)
