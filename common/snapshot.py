@@ -10,8 +10,9 @@ table scan, the next scan rebuilds the tables (``compact`` does it eagerly).
 Removed products leave *dead* rows (id "", masked out of every scan) that the index store hands to
 the next new product: ``place`` writes a product at the row the store gave it, ``remove`` kills rows,
 so a worker follows removals and reuse from the change stream without a reload, and its rows stay
-those of the store (dedup shards rely on that). Dead rows hold scattered filler values, so a crowd
-of them never lands in one multi-index bucket.
+those of the store (dedup shards rely on that). Dead rows keep the values they had (or, after a bulk
+load, where Redis holds zeros, scattered filler values), so a crowd of them never lands in one
+multi-index bucket.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Snapshot:
     def place(self, updates: Iterable[tuple[str, int, Mapping[str, bytes]]], version: int) -> None:
         """Write products at the rows the index store gave them (reused rows included). A product that
         moved leaves its old row; one that held the row before (removed since) leaves the snapshot."""
+        placed: list[tuple[int, Mapping[str, bytes]]] = []
         for pid, row, sigs in updates:
             if not all(k in sigs for k in self.signal_keys):
                 continue  # written by another signature version: not ours to scan
@@ -163,8 +165,12 @@ class Snapshot:
                     self.n_dead -= 1
             self.ids[row] = pid
             self.rows[pid] = row
+            placed.append((row, sigs))
+        if placed:  # one vectorised write per column
+            rows = np.fromiter((r for r, _ in placed), dtype=np.int64, count=len(placed))
             for key in self.signal_keys:
-                self._columns[key][row] = np.uint64(unpack64(sigs[key]))
+                packed = b"".join(sigs[key] for _, sigs in placed)
+                self._columns[key][rows] = np.frombuffer(packed, dtype=">u8").astype(np.uint64)
         self.version = max(self.version, version)
 
     def remove(self, product_ids: Iterable[str], version: int) -> int:
@@ -179,13 +185,13 @@ class Snapshot:
         return n
 
     def _kill(self, row: int) -> None:
+        """The row's product is gone. Its values stay where they are (spread like any hashes) and the
+        built tables are left alone: every scan masks dead rows out, and a product placed here later
+        goes through the delta like any overwrite."""
         del self.rows[self.ids[row]]
         self.ids[row] = ""
         self._dead[row] = True
         self.n_dead += 1
-        for col in self._columns.values():
-            col[row] = _filler(np.array([row]))[0]
-        self._touch(row)
 
     def _touch(self, row: int) -> None:
         """Row changed in place: the built tables' answers for it are stale from now on."""

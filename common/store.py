@@ -27,7 +27,7 @@ from common.errors import ConfigError
 
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
-COMPACT_MIN = 4096  # IDS is rewritten once the row patch holds this many rows and 1/8 of all rows
+COMPACT_MIN = 4096  # IDS is rewritten once the row patch holds this many rows and 1/32 of all rows
 
 # KEYS: version, changes, rows, ids, products, failures, epoch, row_count, free_rows, row_patch, added,
 #       cols..., blobs...
@@ -138,6 +138,30 @@ redis.call('SET', KEYS[6], n_rows)
 return {removed, version, redis.call('HLEN', KEYS[8]), n_rows}
 """
 
+# KEYS: rows, cols...; ARGV: pids. One consistent read of where products are and their scanned bytes:
+# {rows (-1: not indexed), then per column the 8-byte values of the found products, concatenated}.
+_SCAN_ROWS_LUA = """
+local rows, found = {}, {}
+for i = 1, #ARGV do
+  local row = redis.call('HGET', KEYS[1], ARGV[i])
+  if row then
+    rows[i] = tonumber(row)
+    found[#found + 1] = tonumber(row)
+  else
+    rows[i] = -1
+  end
+end
+local out = {rows}
+for c = 2, #KEYS do
+  local parts = {}
+  for k = 1, #found do
+    parts[k] = redis.call('GETRANGE', KEYS[c], found[k] * 8, found[k] * 8 + 7)
+  end
+  out[c] = table.concat(parts)
+end
+return out
+"""
+
 
 @dataclass(frozen=True)
 class Product:
@@ -174,6 +198,7 @@ class IndexStore:
         self.blob_signals = tuple(blob_signals)
         self._write = client.register_script(_WRITE_LUA)
         self._remove = client.register_script(_REMOVE_LUA)
+        self._scan_rows = client.register_script(_SCAN_ROWS_LUA)
         self._blob_names_known = False
 
     # -- schema guard -------------------------------------------------------------------------
@@ -244,7 +269,7 @@ class IndexStore:
         return [p.decode() for p in removed], int(version)
 
     def _maybe_compact(self, patched: int, n_rows: int) -> None:
-        if patched >= COMPACT_MIN and patched * 8 >= n_rows:
+        if patched >= COMPACT_MIN and patched * 32 >= n_rows:
             self.compact_ids()
 
     def compact_ids(self) -> bool:
@@ -344,9 +369,28 @@ class IndexStore:
     def rows_and_signatures(
         self, product_ids: list[str], scan_only: bool = False
     ) -> list[tuple[int | None, dict[str, bytes] | None]]:
-        """(row, signatures) of many products in two round trips ((None, None) when not indexed)."""
+        """(row, signatures) of many products in two round trips ((None, None) when not indexed).
+        Scanned signatures only: one Lua call, a consistent cut (what a worker catching up reads)."""
         if not product_ids:
             return []
+        if scan_only:
+            rows_found, *cols = self._scan_rows(
+                keys=[keys.ROWS, *(keys.column(s) for s in self.scan_signals)], args=product_ids
+            )
+            out: list[tuple[int | None, dict[str, bytes] | None]] = []
+            k = 0
+            for row in rows_found:
+                if row < 0:
+                    out.append((None, None))
+                    continue
+                out.append(
+                    (
+                        int(row),
+                        {s: c[8 * k : 8 * k + 8] for s, c in zip(self.scan_signals, cols, strict=True)},
+                    )
+                )
+                k += 1
+            return out
         rows = self.r.hmget(keys.ROWS, product_ids)
         blob_signals = () if scan_only else self.blob_signals
         pipe = self.r.pipeline(transaction=False)

@@ -184,3 +184,16 @@ def test_ingest_sync_dry_run_lists_then_sync_removes(stack, base_settings, tmp_p
     (tmp_path / "empty").mkdir()
     assert cli.main(["ingest", str(tmp_path / "empty"), "--sync"]) == 2  # lists nothing: refused
     assert store.size() == 4
+
+
+def test_client_wraps_remove_and_feedback(stack, base_settings):
+    from producer.client import NeardupClient
+
+    app, r, store = stack
+    three_products(app, r, store)
+    with NeardupClient(base_settings.redis_url) as nd:
+        assert nd.feedback(A, B, "not_duplicate")["ok"]
+        assert nd.status()["feedback"] == {"not_duplicate": 1, "duplicate": 0}
+        res = nd.remove([C, "nope-1"])
+        assert (res["removed"], res["not_indexed"]) == (1, 1) and nd.status()["index_size"] == 2
+        assert nd.feedback(A, C, "duplicate")["error"]["reason"] == "not_indexed"  # C is gone
