@@ -235,6 +235,7 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             with_pairs=not args.no_pairs,
             preset=preset,
+            canonical_rule=args.canonical,
         )
     write_json_atomic(Path(args.output), result)
     kind = "verified pairs" if result["verified"] else "pairs"
@@ -370,6 +371,12 @@ def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-download and re-hash already indexed products")
 
 
+def canonical_rules() -> tuple[str, ...]:
+    from common.canonical import RULES
+
+    return RULES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neardup", description="Near-duplicate product photos, at catalog scale."
@@ -416,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--shards", type=_positive, default=None, help="tasks to split the work into (default 2 per worker)"
     )
     p.add_argument("--no-pairs", action="store_true", help="write the groups only")
+    p.add_argument(
+        "--canonical",
+        choices=canonical_rules(),
+        default=None,
+        help="which member of each group to name canonical (default NEARDUP_CANONICAL, earliest)",
+    )
     _common_job_args(p)
     p.set_defaults(func=cmd_dedup)
 
