@@ -11,6 +11,7 @@ import numpy as np
 from common import feedback, keys, pipeline, presets
 from common.canonical import canonical
 from common.dedup import PAIR_RECORD, STAGES
+from common.dedup import groups as groups_of_rows
 from common.matching import similarity
 from common.signatures import unpack64
 from producer import jobs
@@ -73,8 +74,7 @@ def run_dedup(
     found = [p for p in found if (p[0], p[1]) not in rejected]
     found += _confirmed_pairs(sess, fb, {(a, b) for a, b, _, _ in found})
     found.sort(key=lambda p: (p[2], p[0], p[1]))
-    in_pairs = {pid for a, b, _, _ in found for pid in (a, b)}  # indexed, confirmed pairs' ones included
-    groups = feedback.constrained_groups([(a, b) for a, b, _, _ in found], fb, universe=in_pairs)
+    groups = _groups(found, fb)
     groups.sort(key=lambda g: (-len(g), g[0]))
     rule = canonical_rule or sess.settings.canonical
     members = [pid for g in groups for pid in g]
@@ -98,6 +98,18 @@ def run_dedup(
     if with_pairs:
         out["pairs"] = [[a, b, similarity(d), stage] for a, b, d, stage in found]
     return out
+
+
+def _groups(found: list[tuple[str, str, int, str]], fb: feedback.Feedback) -> list[list[str]]:
+    """Groups of the pairs: union-find in numpy when there is no feedback (millions of pairs in
+    seconds), else the constrained join (common.feedback) that keeps rejected pairs apart."""
+    in_pairs = sorted({pid for a, b, _, _ in found for pid in (a, b)})  # indexed; confirmed ones included
+    if fb.verdicts:
+        return feedback.constrained_groups([(a, b) for a, b, _, _ in found], fb, universe=in_pairs)
+    index = {pid: k for k, pid in enumerate(in_pairs)}
+    i = np.fromiter((index[a] for a, _, _, _ in found), dtype=np.int64, count=len(found))
+    j = np.fromiter((index[b] for _, b, _, _ in found), dtype=np.int64, count=len(found))
+    return [sorted(in_pairs[k] for k in g) for g in groups_of_rows(len(in_pairs), i, j)]
 
 
 def _named_pairs(raw: dict[bytes, bytes], bulk_ids: list[str]) -> list[tuple[str, str, int, str]]:
