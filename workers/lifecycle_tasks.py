@@ -3,16 +3,22 @@ Thin, through the same guards as workers.tasks (poison count, signal check, Redi
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.errors import BadRequest, ConfigError
+from common.errors import BadRequest, ConfigError, NeardupError
 from common.lifecycle import feedback_request, remove_request
+from common.store import IndexStore
 from workers import index_cache
 from workers.app import app
 from workers.tasks import REDIS_DOWN, _error, _requeue_when_redis_is_down, delivery_count
 
+log = logging.getLogger(__name__)
+Handler = Callable[[Mapping[str, Any], IndexStore], dict[str, Any]]
 
-def _guarded(task_id: str | None, args: tuple, kwargs: dict[str, Any], handler) -> dict[str, Any]:
+
+def _guarded(task_id: str | None, args: tuple, kwargs: dict[str, Any], handler: Handler) -> dict[str, Any]:
     if args:
         return _error(BadRequest("bad_request", "pass the request as keyword arguments, not positional"))
     try:
@@ -24,6 +30,9 @@ def _guarded(task_id: str | None, args: tuple, kwargs: dict[str, Any], handler) 
         return _error(exc)
     except REDIS_DOWN as exc:
         raise _requeue_when_redis_is_down(exc) from None
+    except Exception as exc:  # Redis out of memory or read-only, a bug: an error result, not a crash
+        log.exception("%s failed", handler.__name__)
+        return _error(NeardupError("internal_error", f"{type(exc).__name__}: {exc}"[:300]))
 
 
 @app.task(name="neardup.remove", bind=True)
