@@ -12,7 +12,7 @@ from common.errors import BadRequest
 from common.ids import check_product_id
 from common.store import IndexStore
 
-MAX_REMOVE = 100_000  # ids per request: one Lua call, so keep a request's Redis pause bounded
+MAX_REMOVE = 10_000  # ids per request: one Lua call (~35 commands an id), so Redis pauses stay short
 MAX_LISTED = 100  # ids listed by name in a result (the counts are always complete)
 
 

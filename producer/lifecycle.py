@@ -159,7 +159,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "remove",
         help="remove products from the index (delisted); queries and dedup never list them again",
         description="Remove products from the index: every signature, blob and record, in one atomic "
-        "write per 100k ids. Query workers drop them before their next answer. Exit 1 when some ids "
+        "write per 10,000 ids. Query workers drop them before their next answer. Exit 1 when some ids "
         "were not indexed or not valid (each listed).",
     )
     p.add_argument("product_ids", nargs="*", help="product ids to remove")

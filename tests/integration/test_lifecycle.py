@@ -86,6 +86,7 @@ def test_remove_task_rejects_bad_requests(stack):
         ({"product_ids": "A"}, "bad_type"),
         ({"product_ids": []}, "bad_type"),
         ({"ids": ["A"]}, "unknown_field"),
+        ({"product_ids": ["1"] * 10_001}, "too_large"),  # one request is one atomic write: bounded
     ]:
         res = app.send_task("neardup.remove", kwargs=kwargs).get(timeout=30)
         assert not res["ok"] and res["error"]["reason"] == reason, res
