@@ -59,10 +59,19 @@ class BenchStack:
             w.stop()
         self.workers.clear()
 
-    def fill_synthetic(self, hashes: np.ndarray, chunk: int = 5000, seed: int = 0) -> None:
+    def fill_synthetic(
+        self,
+        hashes: np.ndarray,
+        chunk: int = 5000,
+        seed: int = 0,
+        first_id: int = 0,
+        thumb_side: int | None = None,
+    ) -> None:
         """Write N products straight into the index with the same Lua write ingest uses, without images.
         dHash is `hashes`; every other scanned view gets its own random hashes (correlated views would
-        only add candidates that the verifier then rejects); PDQ is random, ORB holds no keypoints."""
+        only add candidates that the verifier then rejects); PDQ is random, ORB holds no keypoints.
+        Ids are 1_000_000_000 + first_id + k. `thumb_side` makes the shared thumbnail a flat one of that
+        side (a lighter row, for runs that compare sizes: 1M rows with a 4 KB thumbnail fill ~6 GB)."""
         from common.index.store import Product
         from common.signals.signatures import pack64
 
@@ -76,6 +85,10 @@ class BenchStack:
 
         sample = pipeline.describe(Image.new("RGB", (360, 540), "white"))
         sample_blobs = {key: sample[key] for key in pipeline.BLOB_SIGNALS}
+        if thumb_side is not None:  # a valid thumbnail blob (header: luma w, h; chroma w, h), flat grey
+            c = max(1, thumb_side // 2)
+            header = bytes([thumb_side, thumb_side, c, c])
+            sample_blobs[pipeline.THUMB] = header + bytes([128]) * (thumb_side**2 + 2 * c * c)
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):
@@ -86,7 +99,7 @@ class BenchStack:
                 sigs.update(sample_blobs)  # e.g. thumbnails: one real one, shared
                 sigs[pipeline.PDQ] = rng.bytes(32) + bytes([90])
                 sigs[pipeline.ORB] = empty_orb
-                products.append(Product(f"{1_000_000_000 + k}", "", sigs))
+                products.append(Product(f"{1_000_000_000 + first_id + k}", "", sigs))
             self.store.write(products)
 
     def __exit__(self, *exc: object) -> None:

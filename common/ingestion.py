@@ -16,6 +16,7 @@ import requests
 from common.config.settings import Settings
 from common.errors import NeardupError
 from common.fetch.guarded import FetchPolicy, fetch_with_retries, make_session
+from common.index.canonical import image_info
 from common.index.store import IndexStore, Product
 from common.match import pipeline
 
@@ -98,7 +99,7 @@ def describe_one(product_id: str, url: str, settings: Settings, policy: FetchPol
         )
         with _slots():
             sigs = pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
-        return Outcome(product_id, url, Product(product_id, url, sigs))
+        return Outcome(product_id, url, Product(product_id, url, sigs, image_info(data)))
     except NeardupError as exc:
         return Outcome(product_id, url, error=exc, attempts=len(waits) + 1)
     except Exception as exc:  # a bug or a library surprise must still leave a trace, not kill the chunk

@@ -25,6 +25,7 @@ class CatalogReport:
     rows: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     examples: dict[str, list[str]] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # every valid id on a kept row, even one skipped (no URL)
 
     def skip(self, reason: str, example: str) -> None:
         self.skipped[reason] += 1
@@ -67,6 +68,7 @@ def _add(report: CatalogReport, seen: set[str], pid: str, url: str, line: str) -
     except BadRequest:
         report.skip("bad_product_id", repr(pid))
         return
+    report.listed.add(pid)  # `ingest --sync` keeps what the catalog lists, even on a row it cannot use
     if not url:
         report.skip("missing_url", pid)
         return

@@ -18,7 +18,7 @@ from typing import Any
 from common.config.settings import Settings
 from common.errors import ConfigError
 from common.ids import check_product_id
-from producer import jobs
+from producer import jobs, lifecycle
 from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
 from producer.connection import Unreachable
 from producer.results import detailed_shape, original_shape, write_json_atomic
@@ -166,8 +166,17 @@ def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
     _report_catalog(report)
+    refused = lifecycle.check_sync(report, args)
+    if refused:
+        say(f"ingest: {refused}")
+        return EXIT_USAGE
+    if args.dry_run:
+        return lifecycle.dry_run(settings, report)
     with open_session(settings, roots=_roots_of(report)) as sess:
-        return do_ingest(sess, report, args)
+        rc = do_ingest(sess, report, args)
+        if args.sync:
+            lifecycle.sync_after_ingest(sess, report)
+        return rc
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,6 +235,7 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             with_pairs=not args.no_pairs,
             preset=preset,
+            canonical_rule=args.canonical,
         )
     write_json_atomic(Path(args.output), result)
     kind = "verified pairs" if result["verified"] else "pairs"
@@ -250,6 +260,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         replies = [] if sess.stack is not None else (sess.app.control.ping(timeout=1.0) or [])
         queues = jobs.queue_lengths(sess.broker) if sess.broker is not None else {}
         print(f"index: {sess.store.size()} products, version {sess.store.version()}")
+        for line in lifecycle.status_lines(sess):
+            print(line)
         print("queues: " + ", ".join(f"{q}={n}" for q, n in queues.items()))
         print(
             f"workers alive: {len(replies)}"
@@ -369,6 +381,12 @@ def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-download and re-hash already indexed products")
 
 
+def canonical_rules() -> tuple[str, ...]:
+    from common.index.canonical import RULES
+
+    return RULES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neardup", description="Near-duplicate product photos, at catalog scale."
@@ -377,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="download and hash a catalog into the index")
     _catalog_args(p)
+    lifecycle.add_sync_args(p)
     _common_job_args(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -414,10 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--shards", type=_positive, default=None, help="tasks to split the work into (default 2 per worker)"
     )
     p.add_argument("--no-pairs", action="store_true", help="write the groups only")
+    p.add_argument(
+        "--canonical",
+        choices=canonical_rules(),
+        default=None,
+        help="which member of each group to name canonical (default NEARDUP_CANONICAL, earliest)",
+    )
     _common_job_args(p)
     p.set_defaults(func=cmd_dedup)
 
-    p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures")
+    lifecycle.add_commands(sub)
+
+    p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures, feedback")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="a self-contained HTML page of the matches and dedup groups")

@@ -19,6 +19,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from common.config import tasks
 from common.config.settings import Settings
+from common.index import feedback
 from producer import jobs
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 
@@ -154,6 +155,25 @@ class NeardupClient:
         out["index_version"] = self.store.version()
         return out
 
+    # -- the index follows the catalog ----------------------------------------------------------
+
+    def remove(self, product_ids: Iterable[str], timeout: float = 60) -> dict[str, Any]:
+        """Remove products (task neardup.remove): counts removed / not_indexed / bad, never raises."""
+        return self._call(tasks.REMOVE, {"product_ids": list(product_ids)}, timeout)
+
+    def feedback(self, a: str, b: str, verdict: str, timeout: float = 30) -> dict[str, Any]:
+        """Review feedback on a pair (task neardup.feedback): not_duplicate, duplicate or clear."""
+        return self._call(tasks.FEEDBACK, {"product_ids": [a, b], "verdict": verdict}, timeout)
+
+    def _call(self, task: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
+        result = self.app.send_task(task, kwargs=kwargs, queue=tasks.QUEUE_OF[task])
+        try:
+            return result.get(timeout=timeout)
+        except CeleryTimeout:
+            return _timeout_result(timeout)
+        finally:
+            result.forget()
+
     # -- status ----------------------------------------------------------------------------------
 
     def status(self, ping_timeout: float = 1.0) -> dict[str, Any]:
@@ -173,6 +193,7 @@ class NeardupClient:
             "workers": sorted(name for reply in replies for name in reply),
             "failures": len(failures),
             "failures_by_reason": dict(Counter(rec.get("reason", "unknown") for rec in failures.values())),
+            "feedback": feedback.read(self.r).counts(),
         }
 
     # -- lifecycle -------------------------------------------------------------------------------

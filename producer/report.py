@@ -57,8 +57,19 @@ def normalise_groups(data: Any) -> dict[str, Any]:
         "products": data.get("products"),
         "groups": [[str(p) for p in g] for g in data["groups"]],
         # Pairs let the page regroup at any threshold; without them (--no-pairs) groups are shown as is.
-        "pairs": [[str(a), str(b), float(s)] for a, b, s in data["pairs"]] if "pairs" in data else None,
+        "pairs": [[str(a), str(b), float(s)] for a, b, s, *_ in data["pairs"]] if "pairs" in data else None,
+        # The member to keep per group (by the rule named), and the review feedback dedup applied.
+        "canonical": [str(p) for p in data.get("canonical") or []],
+        "canonical_rule": data.get("canonical_rule"),
+        "feedback": _feedback_of(data.get("feedback")),
     }
+
+
+def _feedback_of(data: Any) -> dict[str, list[list[str]]]:
+    if not isinstance(data, Mapping):
+        return {"not_duplicate": [], "duplicate": []}
+    verdicts = ("not_duplicate", "duplicate")
+    return {v: [[str(a), str(b)] for a, b in data.get(v) or []] for v in verdicts}
 
 
 def thumbnail(path: Path, size: int = 128, quality: int = 75) -> str | None:
@@ -207,6 +218,8 @@ _PAGE = r"""<!doctype html>
   .group { background: #fff; border: 1px solid #e2e2e2; border-radius: 6px; margin: 10px 0; padding: 10px;
            display: flex; gap: 10px; flex-wrap: wrap; }
   .member { width: 132px; font-size: 12px; word-break: break-all; }
+  .member.canonical { outline: 2px solid #2e7d32; }
+  .keep { color: #2e7d32; font-weight: 600; }
 </style>
 </head>
 <body>
@@ -223,6 +236,7 @@ _PAGE = r"""<!doctype html>
   <section id="queries-section"><h2>Queries and their matches</h2><div id="queries"></div></section>
   <section id="groups-section"><h2>Near-duplicate groups in the index</h2><div id="groups-info"></div>
     <div id="groups"></div></section>
+  <section id="feedback-section" hidden><h2>Review feedback applied</h2><div id="feedback"></div></section>
 </main>
 <script type="application/json" id="data">__DATA__</script>
 <script>
@@ -304,11 +318,20 @@ function groupsAt(min) {
     while (parent.get(x) !== x) { parent.set(x, parent.get(parent.get(x))); x = parent.get(x); }
     return x;
   };
-  for (const [a, b, s] of g.pairs) {
-    if (s < min) continue;
+  const fb = g.feedback || {not_duplicate: [], duplicate: []};
+  const confirmed = new Set(fb.duplicate.map(([a, b]) => a + "\t" + b));
+  const apart = (ra, rb) => fb.not_duplicate.some(([x, y]) => parent.has(x) && parent.has(y) &&
+    ((find(x) === ra && find(y) === rb) || (find(x) === rb && find(y) === ra)));
+  // Confirmed pairs first and always; then the others, unless they would join a rejected pair.
+  const rank = p => (confirmed.has(p[0] + "\t" + p[1]) ? 0 : 1);
+  const ordered = [...g.pairs].sort((p, q) => rank(p) - rank(q));
+  for (const [a, b, s] of ordered) {
+    const isConfirmed = confirmed.has(a + "\t" + b);
+    if (s < min && !isConfirmed) continue;
     for (const x of [a, b]) if (!parent.has(x)) parent.set(x, x);
     const ra = find(a), rb = find(b);
-    if (ra !== rb) parent.set(ra < rb ? rb : ra, ra < rb ? ra : rb);
+    if (ra === rb || (!isConfirmed && apart(ra, rb))) continue;
+    parent.set(ra < rb ? rb : ra, ra < rb ? ra : rb);
   }
   const comps = new Map();
   for (const x of parent.keys()) {
@@ -335,17 +358,36 @@ function renderGroups(min) {
   if (g.radius !== null && g.radius !== undefined) {
     info += ` (dedup radius ${g.radius}, index version ${g.index_version})`;
   }
+  const keep = new Set(g.canonical || []);
+  if (g.canonical_rule) info += `; canonical member (keep): ${g.canonical_rule}`;
   document.getElementById("groups-info").textContent = info;
   groups.forEach((members, i) => {
     const box = el("div", {class: "group", "data-group": String(i)});
     for (const pid of members) {
       const label = best.has(pid) ? `${pid} (${fmt(best.get(pid))})` : pid;
-      box.appendChild(el("div", {class: "member", "data-product": pid},
-        image(IMAGES.p[pid], pid), el("div", {text: label})));
+      const isKeep = keep.has(pid);
+      const badge = isKeep ? el("div", {class: "keep", text: "keep"}) : null;
+      box.appendChild(el("div", {class: isKeep ? "member canonical" : "member", "data-product": pid},
+        image(IMAGES.p[pid], pid), el("div", {text: label}), badge));
     }
     root.appendChild(box);
   });
   return groups.length;
+}
+
+function renderFeedback() {
+  const g = DATA.groups;
+  const fb = g && g.feedback;
+  const rows = fb ? [...fb.not_duplicate.map(p => [...p, "not a duplicate"]),
+                     ...fb.duplicate.map(p => [...p, "duplicate (confirmed)"])] : [];
+  document.getElementById("feedback-section").hidden = rows.length === 0;
+  const head = el("tr", {}, ...["product", "product", "verdict"].map(c => el("th", {text: c})));
+  const tbody = el("tbody");
+  for (const [a, b, v] of rows) {
+    tbody.appendChild(el("tr", {class: "feedback", "data-pair": a + " " + b},
+      el("td", {text: a}), el("td", {text: b}), el("td", {text: v})));
+  }
+  document.getElementById("feedback").replaceChildren(el("table", {}, el("thead", {}, head), tbody));
 }
 
 function render() {
@@ -353,6 +395,7 @@ function render() {
   const hideEmpty = document.getElementById("hide-empty").checked;
   const [shown, total] = renderQueries(min, hideEmpty);
   const groups = renderGroups(min);
+  renderFeedback();
   document.body.dataset.min = String(min);
   document.body.dataset.shownMatches = String(shown);
   document.getElementById("summary").textContent =

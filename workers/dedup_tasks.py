@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from common.config import tasks as names
@@ -19,11 +21,15 @@ def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int
     """This shard's pairs within `radius` on any of `columns`, among the first n rows, with their dHash
     distance. Exact per column (pigeonhole all-pairs); a pair found on several columns appears once."""
     plan = shard_plan(n_shards, radius, n)[shard]
+    live = snap.live_rows(n) if snap.n_dead else None  # rows of removed products take no part
     found = []
     for column in columns:
         # Identical hashes come as a star from their first row, not all k^2/2 pairs: a crowd of shared
         # placeholder photos stays linear (groups are the same either way).
-        i, j, _ = pairs_for_shard(snap.column(column)[:n], radius, plan, expand_duplicates=False)
+        hashes = snap.column(column)[:n] if live is None else snap.column(column)[live]
+        i, j, _ = pairs_for_shard(hashes, radius, plan, expand_duplicates=False)
+        if live is not None:
+            i, j = live[i], live[j]
         found.append(i.astype(np.uint64) << np.uint64(32) | j.astype(np.uint64))
     keyed = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     out = np.empty(len(keyed), dtype=PAIR_RECORD)
@@ -46,9 +52,9 @@ def dedup_shard(
     preset: str = "original",
     columns: list[str] | None = None,
 ) -> None:
-    """Pairs of this shard among the first `n` rows (rows are append-only, so every shard of one job
-    sees the same rows), verified like query matches unless the preset is `original`, stored as
-    packed records for the producer to join."""
+    """Pairs of this shard among the first `n` rows (rows of removed products are skipped, and reused
+    rows are named with their product in the answer), verified like query matches unless the preset
+    is `original`, stored as packed records for the producer to join."""
     self.guarded(
         lambda: _dedup_shard(job_id, shard, n_shards, radius, n, preset, columns),
         lambda exc: _answer_empty(job_id, shard, exc),
@@ -88,6 +94,9 @@ def _dedup_shard(
         pairs = pairs[keep]
     r = index_cache.store().r
     pipe = r.pipeline()
+    # Rows are reused after removals: name the products this shard's rows held, for the producer.
+    rows = np.unique(np.concatenate([pairs["i"], pairs["j"]])).tolist() if len(pairs) else []
+    pipe.hset(keys.dedup_pairs(job_id), f"ids:{shard}", json.dumps({str(k): snap.ids[k] for k in rows}))
     pipe.hset(keys.dedup_pairs(job_id), str(shard), pairs.tobytes())
     pipe.sadd(keys.job_done(job_id), str(shard))
     pipe.expire(keys.dedup_pairs(job_id), JOB_TTL)

@@ -19,7 +19,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from common.errors import ConfigError, NeardupError
+from common.errors import BadRequest, ConfigError, NeardupError
 from common.index import keys
 from workers import index_cache
 
@@ -92,6 +92,13 @@ class GuardedTask(Task):
             return settle(problem)
         except Exception as err:  # cannot even record: hand the message back rather than lose it
             raise Reject(f"could not record the task's failure: {err}", requeue=True) from None
+
+
+def refuse_positional(args: tuple[Any, ...]) -> dict[str, Any] | None:
+    """Public tasks take keyword arguments only (their documented fields): an error result otherwise."""
+    if not args:
+        return None
+    return error_result(BadRequest("bad_request", "pass the request as keyword arguments, not positional"))
 
 
 def error_result(exc: NeardupError) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 The Snapshot is loaded in bulk once, then kept current from the change stream: each query first
 compares one integer (the index version) and applies only what changed since, so a product ingested
-a moment ago is found by the next query without reloading the index.
+a moment ago is found by the next query without reloading the index, and a product removed a moment
+ago is never listed by it. Review feedback (common.feedback) has its own version, read in the same
+round trip; when it moved, the verdicts are read again and attached to the snapshot.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import numpy as np
 import redis
 
 from common.config.settings import Settings
-from common.index import orb_words
+from common.index import feedback, orb_words
 from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
-from common.index.store import IndexStore
+from common.index.store import Change, IndexStore
 from common.match import pipeline, presets
 from common.signals import embedding
 from common.signals.signatures import pack64
@@ -29,6 +31,7 @@ _state: dict = {}  # pid -> (settings, client, store); rebuilt after fork
 _snap: Snapshot | None = None
 _last_change = "0-0"
 _epoch = ""
+_feedback = feedback.Feedback()
 
 
 def settings() -> Settings:
@@ -71,28 +74,55 @@ def snapshot() -> Snapshot:
         if _snap is None:
             _full_load(st)
             return _snap
-        version, epoch = st.version_and_epoch()
+        version, epoch, feedback_version = st.sync_state()
         if epoch != _epoch:
             _full_load(st)  # the index was reset or replaced under us
             return _snap
+        if feedback_version != _feedback.version:
+            _load_feedback(st)
         if version == _snap.version:
             return _snap
         changes = st.changes_since(_last_change)
-        if not changes or changes[0][2] != _snap.version + 1:
+        if not changes or changes[0].version != _snap.version + 1:
             _full_load(st)  # the stream was trimmed past us, or the index was reset
             return _snap
-        pids = list(dict.fromkeys(pid for _, pid, _ in changes))
-        _snap.apply(
-            ((pid, sigs) for pid, sigs in zip(pids, _signatures(st, pids), strict=True) if sigs),
-            version=changes[-1][2],
-        )
-        _sync_embeddings(st, _snap, pids)
-        _last_change = changes[-1][0]
+        _catch_up(st, _snap, changes)
+        _last_change = changes[-1].id
         return _snap
 
 
-def _signatures(st: IndexStore, pids: list[str]) -> list[dict[str, bytes] | None]:
-    return st.signatures_many(pids, scan_only=True)
+def _catch_up(st: IndexStore, snap: Snapshot, changes: list[Change]) -> None:
+    """Apply a run of changes: each product as it is in Redis now, at the row Redis gave it."""
+    last_kind = {c.pid: c.kind for c in changes}
+    removed = [pid for pid, kind in last_kind.items() if kind == "rm"]
+    _forget_embeddings(snap, removed)
+    snap.remove(removed, changes[-1].version)
+    written = [pid for pid, kind in last_kind.items() if kind != "rm"]
+    now = st.rows_and_signatures(written, scan_only=True)
+    snap.place(
+        ((pid, row, sigs) for pid, (row, sigs) in zip(written, now, strict=True) if row is not None and sigs),
+        version=changes[-1].version,
+    )
+    # Written in this run but removed since it was read: gone in Redis, so gone here too.
+    gone = [pid for pid, (row, _) in zip(written, now, strict=True) if row is None]
+    _forget_embeddings(snap, gone)
+    snap.remove(gone, snap.version)
+    _sync_embeddings(st, snap, [pid for pid in written if pid in snap.rows])
+
+
+def _forget_embeddings(snap: Snapshot, pids: list[str]) -> None:
+    """emb: a removed product's vector leaves with it (its row may be reused by another product)."""
+    if snap.embeddings is None:
+        return
+    rows = [snap.rows[pid] for pid in pids if pid in snap.rows]
+    snap.embeddings.set_many(rows, [None] * len(rows))
+
+
+def _load_feedback(st: IndexStore) -> None:
+    global _feedback
+    _feedback = feedback.read(st.r)
+    if _snap is not None:
+        _snap.exclusions = _feedback.exclusions()
 
 
 def _full_load(st: IndexStore) -> None:
@@ -104,6 +134,7 @@ def _full_load(st: IndexStore) -> None:
     _sync_embeddings(st, snap, bulk.ids)
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
+    _load_feedback(st)
 
 
 def _sync_embeddings(st: IndexStore, snap: Snapshot, pids: list[str], chunk: int = 10_000) -> None:

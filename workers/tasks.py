@@ -22,7 +22,7 @@ from common.ingestion import ingest_items
 from common.match.querying import run_query
 from workers import index_cache
 from workers.app import app
-from workers.guard import GuardedTask, error_result
+from workers.guard import GuardedTask, error_result, refuse_positional
 
 log = logging.getLogger(__name__)
 # TEST-ONLY fault hook, off unless set: an ingest chunk holding this productId SIGKILLs the process
@@ -115,8 +115,8 @@ def _settle(
 @app.task(name=names.QUERY, base=GuardedTask, bind=True)
 def query(self: GuardedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public query task: exactly one of product_id, url, image_b64, path (+ options). JSON result."""
-    if args:
-        return error_result(BadRequest("bad_request", "pass the query as keyword arguments, not positional"))
+    if (refused := refuse_positional(args)) is not None:
+        return refused
     return self.guarded(
         lambda: run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings()),
         error_result,

@@ -101,6 +101,15 @@ def _model_file(text: str) -> Path | None:
     return path
 
 
+def _canonical(text: str) -> str:
+    from common.index.canonical import RULES
+
+    rule = text.strip().lower()
+    if rule not in RULES:
+        raise ValueError(f"expected one of {', '.join(RULES)}")
+    return rule
+
+
 def _env(name: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse, "doc": doc})
 
@@ -208,6 +217,13 @@ class Settings:
         "(dhash64.work@1), ~40 % cheaper per 800x1000 image, same accuracy on the devset. exact: dHash "
         "from the full-resolution image, bit-identical to imagehash (dhash64@1). Each mode makes its "
         "own index: changing it needs a new index.",
+    )
+    canonical: str = _env(
+        "NEARDUP_CANONICAL",
+        _canonical,
+        "earliest",
+        "Which member of a dedup group is named canonical (the one to keep): earliest (first indexed), "
+        "largest (most pixels, then bytes) or smallest-id; ties go to the smallest id.",
     )
 
     embedding_model: Path | None = _env(  # emb

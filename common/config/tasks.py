@@ -10,12 +10,16 @@ INGEST = "neardup.ingest"
 QUERY = "neardup.query"
 QUERY_BATCH = "neardup.query_batch"
 DEDUP_SHARD = "neardup.dedup_shard"
+REMOVE = "neardup.remove"
+FEEDBACK = "neardup.feedback"
 
 QUEUE_OF: dict[str, str] = {
     INGEST: INGEST_QUEUE,
     QUERY: QUERY_QUEUE,
     QUERY_BATCH: QUERY_QUEUE,
     DEDUP_SHARD: QUERY_QUEUE,
+    REMOVE: QUERY_QUEUE,
+    FEEDBACK: QUERY_QUEUE,
 }
 
 # How long a job's bookkeeping (done/failed sets, results, notes) stays in Redis.

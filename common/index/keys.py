@@ -15,6 +15,17 @@ IDS = PREFIX + "index:ids"  # productIds joined by "\n", in row order
 SIGNALS = PREFIX + "index:signals"  # JSON list of the scanned signals this index was built with
 # emb: JSON {signal, threshold, ...} from `neardup calibrate --write`: the embedding stage's threshold.
 EMBEDDING_CALIBRATION = PREFIX + "index:embedding_calibration"
+# Row slots: removed products free their row, the next new product takes it, so churn does not grow
+# the columns. IDS is rewritten only now and then; ROW_PATCH holds the rows changed since (row -> id,
+# "" for a free row), so a bulk read is still two GETs and one small HGETALL.
+ROW_COUNT = PREFIX + "index:row_count"  # row slots ever allocated (free ones included)
+FREE_ROWS = PREFIX + "index:free_rows"  # list of free row numbers, reused first
+ROW_PATCH = PREFIX + "index:row_patch"  # row -> productId ("" = free) changed since IDS was written
+ADDED = PREFIX + "index:added"  # productId -> index version when it was first indexed (canonical order)
+BLOB_NAMES = PREFIX + "index:blob_names"  # set of blob signals ever written (a remove clears them all)
+# Review feedback on pairs ("a\tb", a < b) -> JSON {verdict, at}; its own version, read with the index's.
+FEEDBACK = PREFIX + "feedback"
+FEEDBACK_VERSION = PREFIX + "feedback:version"
 FAILURES = PREFIX + "failures"  # productId -> JSON {stage, reason, error, url, attempts, at}
 
 

@@ -83,6 +83,7 @@ class _Built:
     dirty: np.ndarray  # bool per built row: overwritten since the build (its postings are stale)
     version: int
     ids_ref: list[str]
+    n_docs: int = 0  # live rows at the build (dead rows of removed products hold no postings)
 
 
 def _fold(columns: list[np.ndarray]) -> np.ndarray:
@@ -108,13 +109,17 @@ class WordIndex:
         cols = self._columns(snap)
         words = unpack_columns(cols)
         ok = _valid(words)
+        if snap.n_dead:
+            ok &= ~snap.dead_mask()[:n, None]
         flat = words[ok]
         row_of = np.broadcast_to(np.arange(n, dtype=np.uint32)[:, None], words.shape)[ok]
         order = np.argsort(flat, kind="stable")  # 16-bit keys: numpy radix-sorts these
         counts = np.bincount(flat, minlength=_SPACE)
         indptr = np.zeros(_SPACE + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        self._built = _Built(indptr, row_of[order], n, _fold(cols), np.zeros(n, bool), snap.version, snap.ids)
+        self._built = _Built(
+            indptr, row_of[order], n, _fold(cols), np.zeros(n, bool), snap.version, snap.ids, snap.live_count
+        )
         self._delta = np.zeros(0, np.int64)
 
     def _refresh(self, snap: Snapshot) -> _Built:
@@ -168,7 +173,7 @@ class WordIndex:
     @staticmethod
     def weights(b: _Built, df: np.ndarray) -> np.ndarray:
         """IDF of words with built document frequencies `df`; 0 for lists too common to be evidence."""
-        n = max(b.n_built, 1)
+        n = max(b.n_docs or b.n_built, 1)
         skip = max(MIN_SKIP, MAX_DF_SHARE * n)
         return np.where(df <= skip, np.log1p(n / np.maximum(df, 1)), 0.0)
 
@@ -197,6 +202,9 @@ class WordIndex:
         # A full argpartition of a million scores costs ~2 ms; the rows with any vote are a fifth
         # of them, and halving a threshold until m survive leaves a few thousand to order.
         nz = np.flatnonzero(s > 0)
+        snap = self._snap()
+        if snap is not None and snap.n_dead:  # removed products' rows never become candidates
+            nz = nz[~snap.dead_mask()[nz]]
         vals = s[nz]
         if len(nz) > m:
             thr = float(vals.max())

@@ -7,6 +7,9 @@ Layout (all names in common.index.keys):
 - sig:<signal>: hash productId -> bytes for blob signals (fetched on demand for candidates).
 - VERSION + CHANGES: bumped/appended in the same Lua call as the write, so a reader that sees the
   version also sees the data, and a cache can catch up incrementally from the stream.
+- Removal (``remove``): one Lua call takes a product out of every structure and frees its row; the
+  next new product reuses it (FREE_ROWS, ROW_PATCH), so the row slots never exceed the largest size
+  the index has had. Change entries carry the row and a kind ("rm" for a removal).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -24,59 +27,139 @@ from common.index import keys
 
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
-# KEYS: version, changes, rows, ids, products, failures, epoch, cols..., blobs...
+COMPACT_MIN = 4096  # IDS is rewritten once the row patch holds this many rows and 1/32 of all rows
+
+# KEYS: version, changes, rows, ids, products, failures, epoch, row_count, free_rows, row_patch, added,
+#       cols..., blobs...
 # ARGV: n_scan, n_blob, force, maxlen, epoch token,
 #       then per product: pid, meta, scan values..., blob values...
+# A new product takes a free row when there is one (its id goes to the row patch), else a new row at
+# the end (its id appended to IDS). Returns {written, version, rows in the patch, row slots}.
 _WRITE_LUA = """
 local n_scan = tonumber(ARGV[1])
 local n_blob = tonumber(ARGV[2])
 local force = ARGV[3] == '1'
 local maxlen = ARGV[4]
 local per = 2 + n_scan + n_blob
+local C = 11
 local written = 0
 redis.call('SETNX', KEYS[7], ARGV[5])
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n_rows = tonumber(redis.call('GET', KEYS[8]) or redis.call('HLEN', KEYS[3]))
 local i = 6
 while i <= #ARGV do
   local pid = ARGV[i]
   local row = redis.call('HGET', KEYS[3], pid)
   local changed = force or (row == false)
   if row == false then
-    row = redis.call('HLEN', KEYS[3])
+    local free = redis.call('LPOP', KEYS[9])
+    if free then
+      row = tonumber(free)
+      redis.call('HSET', KEYS[10], row, pid)
+    else
+      row = n_rows
+      n_rows = n_rows + 1
+      redis.call('APPEND', KEYS[4], pid .. '\\n')
+    end
     redis.call('HSET', KEYS[3], pid, row)
-    redis.call('APPEND', KEYS[4], pid .. '\\n')
+    redis.call('HSET', KEYS[11], pid, version + 1)
   else
     row = tonumber(row)
   end
   if not changed then
     for s = 1, n_scan do
-      if redis.call('GETRANGE', KEYS[7 + s], row * 8, row * 8 + 7) ~= ARGV[i + 1 + s] then
+      if redis.call('GETRANGE', KEYS[C + s], row * 8, row * 8 + 7) ~= ARGV[i + 1 + s] then
         changed = true
       end
     end
     for b = 1, n_blob do
-      if redis.call('HGET', KEYS[7 + n_scan + b], pid) ~= ARGV[i + 1 + n_scan + b] then
+      if redis.call('HGET', KEYS[C + n_scan + b], pid) ~= ARGV[i + 1 + n_scan + b] then
         changed = true
       end
     end
   end
   if changed then
     for s = 1, n_scan do
-      redis.call('SETRANGE', KEYS[7 + s], row * 8, ARGV[i + 1 + s])
+      redis.call('SETRANGE', KEYS[C + s], row * 8, ARGV[i + 1 + s])
     end
     for b = 1, n_blob do
-      redis.call('HSET', KEYS[7 + n_scan + b], pid, ARGV[i + 1 + n_scan + b])
+      redis.call('HSET', KEYS[C + n_scan + b], pid, ARGV[i + 1 + n_scan + b])
     end
     version = version + 1
     redis.call('SET', KEYS[1], version)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'pid', pid, 'v', version)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'pid', pid, 'v', version, 'row', row)
     written = written + 1
   end
   redis.call('HSET', KEYS[5], pid, ARGV[i + 1])
   redis.call('HDEL', KEYS[6], pid)
   i = i + per
 end
-return {written, version}
+redis.call('SET', KEYS[8], n_rows)
+return {written, version, redis.call('HLEN', KEYS[10]), n_rows}
+"""
+
+# KEYS: version, changes, rows, products, failures, row_count, free_rows, row_patch, added, cols..., blobs...
+# ARGV: n_scan, n_blob, maxlen, pids...
+# Each indexed product leaves every structure (row, meta, order, scan bytes zeroed, blobs, failure
+# record), its row goes to the free list, and it gets its own version and change entry (kind "rm"),
+# all in this one call. Returns {removed ids, version, rows in the patch, row slots}.
+_REMOVE_LUA = """
+local n_scan = tonumber(ARGV[1])
+local n_blob = tonumber(ARGV[2])
+local maxlen = ARGV[3]
+local C = 9
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n_rows = tonumber(redis.call('GET', KEYS[6]) or redis.call('HLEN', KEYS[3]))
+local zero = string.rep('\\0', 8)
+local removed = {}
+for i = 4, #ARGV do
+  local pid = ARGV[i]
+  local row = redis.call('HGET', KEYS[3], pid)
+  redis.call('HDEL', KEYS[5], pid)
+  if row then
+    redis.call('HDEL', KEYS[3], pid)
+    redis.call('HDEL', KEYS[4], pid)
+    redis.call('HDEL', KEYS[9], pid)
+    for s = 1, n_scan do
+      redis.call('SETRANGE', KEYS[C + s], tonumber(row) * 8, zero)
+    end
+    for b = 1, n_blob do
+      redis.call('HDEL', KEYS[C + n_scan + b], pid)
+    end
+    redis.call('HSET', KEYS[8], row, '')
+    redis.call('RPUSH', KEYS[7], row)
+    version = version + 1
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'pid', pid, 'v', version, 'k', 'rm', 'row', row)
+    removed[#removed + 1] = pid
+  end
+end
+redis.call('SET', KEYS[1], version)
+redis.call('SET', KEYS[6], n_rows)
+return {removed, version, redis.call('HLEN', KEYS[8]), n_rows}
+"""
+
+# KEYS: rows, cols...; ARGV: pids. One consistent read of where products are and their scanned bytes:
+# {rows (-1: not indexed), then per column the 8-byte values of the found products, concatenated}.
+_SCAN_ROWS_LUA = """
+local rows, found = {}, {}
+for i = 1, #ARGV do
+  local row = redis.call('HGET', KEYS[1], ARGV[i])
+  if row then
+    rows[i] = tonumber(row)
+    found[#found + 1] = tonumber(row)
+  else
+    rows[i] = -1
+  end
+end
+local out = {rows}
+for c = 2, #KEYS do
+  local parts = {}
+  for k = 1, #found do
+    parts[k] = redis.call('GETRANGE', KEYS[c], found[k] * 8, found[k] * 8 + 7)
+  end
+  out[c] = table.concat(parts)
+end
+return out
 """
 
 
@@ -85,13 +168,25 @@ class Product:
     product_id: str
     url: str
     signatures: dict[str, bytes]
+    info: dict = field(default_factory=dict)  # e.g. {"pixels", "bytes"} of the photo, kept in its meta
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-stream entry: a product written (kind "add") or removed ("rm") at `row`."""
+
+    id: str
+    pid: str
+    version: int
+    kind: str = "add"
+    row: int | None = None  # None in entries written before rows were reused
 
 
 @dataclass(frozen=True)
 class BulkIndex:
     version: int
     epoch: str
-    ids: list[str]
+    ids: list[str]  # per row slot; "" for a free row
     columns: dict[str, bytes]  # signal -> 8 bytes per row, rows aligned with ids
     last_change: str  # stream id the bulk read is consistent with
 
@@ -111,6 +206,9 @@ class IndexStore:
         # index never mixes them; none by default, and then the set is the scan signals, as before.
         self.identity_signals = tuple(identity_signals)
         self._write = client.register_script(_WRITE_LUA)
+        self._remove = client.register_script(_REMOVE_LUA)
+        self._scan_rows = client.register_script(_SCAN_ROWS_LUA)
+        self._blob_names_known = False
 
     # -- schema guard -------------------------------------------------------------------------
     def check_signals(self) -> None:
@@ -135,6 +233,9 @@ class IndexStore:
         """Write products atomically; unchanged ones don't bump the version. Returns (written, version)."""
         if not products:
             return 0, self.version()
+        if not self._blob_names_known and self.blob_signals:
+            self.r.sadd(keys.BLOB_NAMES, *self.blob_signals)  # so a remove by any process clears them
+            self._blob_names_known = True
         args: list[bytes | str | int] = [
             len(self.scan_signals),
             len(self.blob_signals),
@@ -143,19 +244,76 @@ class IndexStore:
             uuid.uuid4().hex,
         ]
         for p in products:
-            meta = json.dumps({"url": p.url, "at": round(time.time(), 3)})
+            meta = json.dumps({"url": p.url, "at": round(time.time(), 3), **p.info})
             args += [p.product_id, meta]
             args += [p.signatures[s] for s in self.scan_signals]
             args += [p.signatures[s] for s in self.blob_signals]
-        written, version = self._write(keys=self._write_keys(), args=args)
+        written, version, patched, n_rows = self._write(keys=self._write_keys(), args=args)
+        self._maybe_compact(int(patched), int(n_rows))
         return int(written), int(version)
 
     def _write_keys(self) -> list[str]:
         return (
             [keys.VERSION, keys.CHANGES, keys.ROWS, keys.IDS, keys.PRODUCTS, keys.FAILURES, keys.EPOCH]
+            + [keys.ROW_COUNT, keys.FREE_ROWS, keys.ROW_PATCH, keys.ADDED]
             + [keys.column(s) for s in self.scan_signals]
             + [keys.signal(s) for s in self.blob_signals]
         )
+
+    def remove(self, product_ids: Sequence[str]) -> tuple[list[str], int]:
+        """Remove products atomically (one Lua call); returns (the ids that were indexed, version)."""
+        ids = list(dict.fromkeys(product_ids))
+        if not ids:
+            return [], self.version()
+        blobs = sorted({*self.blob_signals, *(b.decode() for b in self.r.smembers(keys.BLOB_NAMES))})
+        key_list = (
+            [keys.VERSION, keys.CHANGES, keys.ROWS, keys.PRODUCTS, keys.FAILURES]
+            + [keys.ROW_COUNT, keys.FREE_ROWS, keys.ROW_PATCH, keys.ADDED]
+            + [keys.column(s) for s in self.scan_signals]
+            + [keys.signal(s) for s in blobs]
+        )
+        removed, version, patched, n_rows = self._remove(
+            keys=key_list, args=[len(self.scan_signals), len(blobs), STREAM_MAXLEN, *ids]
+        )
+        self._maybe_compact(int(patched), int(n_rows))
+        return [p.decode() for p in removed], int(version)
+
+    def _maybe_compact(self, patched: int, n_rows: int) -> None:
+        if patched >= COMPACT_MIN and patched * 32 >= n_rows:
+            self.compact_ids()
+
+    def compact_ids(self) -> bool:
+        """Fold the row patch into IDS (one rewrite, optimistic: skipped when a write lands meanwhile,
+        the next write retries). Keeps a bulk read cheap after heavy churn; rows never move."""
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(keys.VERSION, keys.ROW_PATCH)
+                patch = pipe.hgetall(keys.ROW_PATCH)
+                if not patch:
+                    return False
+                ids = (pipe.get(keys.IDS) or b"").decode().split("\n")[:-1]
+                for row, pid in patch.items():
+                    ids[int(row)] = pid.decode()
+                pipe.multi()
+                pipe.set(keys.IDS, "".join(p + "\n" for p in ids))
+                pipe.delete(keys.ROW_PATCH)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def order_and_info(self, product_ids: list[str]) -> list[tuple[int | None, dict]]:
+        """(version when first indexed, stored meta) per product: what the canonical rules read."""
+        if not product_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(keys.ADDED, product_ids)
+        pipe.hmget(keys.PRODUCTS, product_ids)
+        added, metas = pipe.execute()
+        return [
+            (int(a) if a is not None else None, json.loads(m) if m is not None else {})
+            for a, m in zip(added, metas, strict=True)
+        ]
 
     def record_failure(
         self, product_id: str, stage: str, reason: str, error: str, url: str = "", attempts: int = 1
@@ -174,6 +332,11 @@ class IndexStore:
     def version(self) -> int:
         return int(self.r.get(keys.VERSION) or 0)
 
+    def sync_state(self) -> tuple[int, str, int]:
+        """(index version, epoch, feedback version) in one round trip: a query worker's check."""
+        version, epoch, feedback = self.r.mget(keys.VERSION, keys.EPOCH, keys.FEEDBACK_VERSION)
+        return int(version or 0), (epoch or b"").decode(), int(feedback or 0)
+
     def version_and_epoch(self) -> tuple[int, str]:
         """One round trip: what a query worker compares before every query."""
         version, epoch = self.r.mget(keys.VERSION, keys.EPOCH)
@@ -181,6 +344,10 @@ class IndexStore:
 
     def size(self) -> int:
         return int(self.r.hlen(keys.ROWS))
+
+    def indexed_ids(self) -> list[str]:
+        """Every indexed productId (unordered)."""
+        return [k.decode() for k in self.r.hkeys(keys.ROWS)]
 
     def indexed(self, product_ids: Iterable[str]) -> list[bool]:
         ids = list(product_ids)
@@ -207,8 +374,33 @@ class IndexStore:
         self, product_ids: list[str], scan_only: bool = False
     ) -> list[dict[str, bytes] | None]:
         """Signatures of many products in two round trips (None for products not indexed)."""
+        return [sigs for _, sigs in self.rows_and_signatures(product_ids, scan_only)]
+
+    def rows_and_signatures(
+        self, product_ids: list[str], scan_only: bool = False
+    ) -> list[tuple[int | None, dict[str, bytes] | None]]:
+        """(row, signatures) of many products in two round trips ((None, None) when not indexed).
+        Scanned signatures only: one Lua call, a consistent cut (what a worker catching up reads)."""
         if not product_ids:
             return []
+        if scan_only:
+            rows_found, *cols = self._scan_rows(
+                keys=[keys.ROWS, *(keys.column(s) for s in self.scan_signals)], args=product_ids
+            )
+            out: list[tuple[int | None, dict[str, bytes] | None]] = []
+            k = 0
+            for row in rows_found:
+                if row < 0:
+                    out.append((None, None))
+                    continue
+                out.append(
+                    (
+                        int(row),
+                        {s: c[8 * k : 8 * k + 8] for s, c in zip(self.scan_signals, cols, strict=True)},
+                    )
+                )
+                k += 1
+            return out
         rows = self.r.hmget(keys.ROWS, product_ids)
         blob_signals = () if scan_only else self.blob_signals
         pipe = self.r.pipeline(transaction=False)
@@ -222,7 +414,7 @@ class IndexStore:
                 pipe.hget(keys.signal(s), pid)
         values = iter(pipe.execute())
         names = self.scan_signals + tuple(blob_signals)
-        return [None if row is None else {n: next(values) for n in names} for row in rows]
+        return [(None, None) if row is None else (int(row), {n: next(values) for n in names}) for row in rows]
 
     def blobs_of(self, product_id: str) -> dict[str, bytes]:
         """Every stored blob signal of one product, in one round trip (missing ones left out)."""
@@ -242,19 +434,31 @@ class IndexStore:
         pipe.get(keys.VERSION)
         pipe.get(keys.EPOCH)
         pipe.get(keys.IDS)
+        pipe.hgetall(keys.ROW_PATCH)
         pipe.xrevrange(keys.CHANGES, count=1)
         for s in self.scan_signals:
             pipe.get(keys.column(s))
-        version, epoch, ids_blob, last, *cols = pipe.execute()
+        version, epoch, ids_blob, patch, last, *cols = pipe.execute()
         ids = ids_blob.decode().split("\n")[:-1] if ids_blob else []
+        for row, pid in patch.items():  # rows freed or reused since IDS was last rewritten
+            ids[int(row)] = pid.decode()
         columns = {s: (c or b"")[: 8 * len(ids)] for s, c in zip(self.scan_signals, cols, strict=True)}
         last_id = last[0][0].decode() if last else "0-0"
         return BulkIndex(int(version or 0), (epoch or b"").decode(), ids, columns, last_id)
 
-    def changes_since(self, stream_id: str, count: int = 100_000) -> list[tuple[str, str, int]]:
-        """(stream id, productId, version) written after `stream_id`, oldest first."""
+    def changes_since(self, stream_id: str, count: int = 100_000) -> list[Change]:
+        """Writes and removals after `stream_id`, oldest first."""
         entries = self.r.xrange(keys.CHANGES, min=f"({stream_id}", count=count)
-        return [(eid.decode(), f[b"pid"].decode(), int(f[b"v"])) for eid, f in entries]
+        return [
+            Change(
+                eid.decode(),
+                f[b"pid"].decode(),
+                int(f[b"v"]),
+                f.get(b"k", b"add").decode(),
+                int(f[b"row"]) if b"row" in f else None,
+            )
+            for eid, f in entries
+        ]
 
     def failures(self) -> dict[str, dict]:
         return {k.decode(): json.loads(v) for k, v in self.r.hgetall(keys.FAILURES).items()}

@@ -17,6 +17,7 @@ from common.errors import BadRequest, NeardupError
 from common.fetch.guarded import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
 from common.index import embeddings
+from common.index.feedback import banned_for
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
 from common.match import pipeline, presets
@@ -142,6 +143,10 @@ def run_query(
         )
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
+        if snap.exclusions:  # review feedback: pairs marked "not a duplicate" are never listed
+            anchors = {m.product_id for m in matches if m.stage == "exact"} | ({req.exclude} - {None})
+            banned = banned_for(anchors, snap.exclusions)
+            matches = [m for m in matches if m.product_id not in banned]
     except NeardupError as exc:
         return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
     except (redis.RedisError, *reraise):
@@ -171,7 +176,7 @@ def run_query(
         "ok": True,
         "query": {req.source: shown},
         "index_version": snap.version,
-        "index_size": len(snap),
+        "index_size": snap.live_count,
         "rule": req.rule.name,
         "matches": out,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),

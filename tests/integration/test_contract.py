@@ -125,5 +125,18 @@ def test_readme_documents_every_field_and_task() -> None:
     section = text.split("## Calling neardup from another service", 1)[1].split("\n## ", 1)[0]
     for name in (*OK_FIELDS, *MATCH_FIELDS, "signals", *(f"error.{f}" for f in ERROR_FIELDS)):
         assert f"`{name}`" in section, name
-    for task in ("neardup.query", "neardup.query_batch", "neardup.ingest", "neardup.dedup_shard"):
+    tasks = ("neardup.query", "neardup.query_batch", "neardup.ingest", "neardup.dedup_shard")
+    for task in (*tasks, "neardup.remove", "neardup.feedback"):
         assert f"`{task}`" in section, task
+
+
+def test_remove_and_feedback_by_name(bare_app: Celery) -> None:
+    # Unknown products get counted (remove) or a clear error (feedback), never an exception
+    res = bare_app.send_task("neardup.remove", kwargs={"product_ids": ["7777777777"]}, queue="query").get(
+        timeout=30
+    )
+    assert res["ok"] and (res["removed"], res["not_indexed"], res["bad"]) == (0, 1, 0)
+    kwargs = {"product_ids": ["7777777777", "7777777778"], "verdict": "not_duplicate"}
+    res = bare_app.send_task("neardup.feedback", kwargs=kwargs, queue="query").get(timeout=30)
+    assert res["ok"] is False and set(res["error"]) == ERROR_FIELDS
+    assert res["error"]["reason"] == "not_indexed"
