@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -19,9 +20,10 @@ from common.errors import ConfigError
 from common.ids import check_product_id
 from common.results import detailed_shape, original_shape, write_json_atomic
 from common.settings import Settings
-from producer import jobs
+from producer import jobs, stop_signals
 from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
 from producer.connection import Unreachable
+from producer.datadir_lock import DataDirBusy
 from producer.session import Session, open_session
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -428,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_signals.install()  # SIGTERM and SIGHUP unwind like Ctrl-C: the private stack is stopped
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -436,15 +439,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.func(settings, args)
-    except (FileNotFoundError, ConfigError) as exc:
+    except (FileNotFoundError, ConfigError, DataDirBusy) as exc:
         say(f"neardup: {exc}")
         return EXIT_USAGE
     except (Unreachable, jobs.Stalled, RuntimeError) as exc:
         say(f"neardup: {exc}")
         return EXIT_UNREACHABLE
-    except KeyboardInterrupt:
-        say("neardup: interrupted; run the same command again to resume (indexed products are skipped)")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, stop_signals.Interrupted) else signal.SIGINT
+        say(
+            f"neardup: interrupted ({signal.Signals(signum).name}); run the same command again to resume "
+            "(indexed products are skipped)"
+        )
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from common.ids import check_product_id
 from common.ingestion import ingest_items
 from common.querying import run_query
 from common.store import IndexStore
-from workers import index_cache
+from workers import index_cache, job_guard
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ def _ingest(task_id: str | None, job_id: str, items: list[dict], force: bool) ->
     store = index_cache.store()
     settings = index_cache.settings()
     r = store.r
+    if job_guard.cancelled(r, job_id):
+        return
     good, bad = _parse_items(items)
     done, failed = keys.job_done(str(job_id)), keys.job_failed(str(job_id))
     for pid, reason in bad:
@@ -221,6 +223,8 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
     import json
 
     store, settings = index_cache.store(), index_cache.settings()
+    if job_guard.cancelled(store.r, job_id):
+        return
     results_key, done = keys.job_results(str(job_id)), keys.job_done(str(job_id))
     poisoned = delivery_count(task_id) > settings.max_deliveries
     try:
