@@ -241,11 +241,16 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    with open_session(settings, workers=False) as sess:
+    from common import index_check
+
+    with open_session(settings, workers=False, check_index=False) as sess:
         failures = sess.store.failures()
         replies = [] if sess.stack is not None else (sess.app.control.ping(timeout=1.0) or [])
         queues = jobs.queue_lengths(sess.broker) if sess.broker is not None else {}
+        problems = index_check.check(sess.r, sess.store.scan_signals)
         print(f"index: {sess.store.size()} products, version {sess.store.version()}")
+        if problems:
+            print(f"index INCONSISTENT: {'; '.join(problems)}\n  {index_check.REPAIR_HINT}")
         print("queues: " + ", ".join(f"{q}={n}" for q, n in queues.items()))
         print(
             f"workers alive: {len(replies)}"
@@ -256,6 +261,28 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  {name}")
         by_reason = Counter(rec.get("reason", "unknown") for rec in failures.values())
         print(f"failures: {len(failures)}" + ("".join(f"\n  {r}: {n}" for r, n in by_reason.most_common())))
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
+def cmd_repair(settings: Settings, args: argparse.Namespace) -> int:
+    from common import index_check
+
+    with open_session(settings, workers=False, check_index=False) as sess:
+        problems = index_check.check(sess.r, sess.store.scan_signals)
+        if not problems:
+            print(f"index: consistent, {sess.store.size()} products; nothing to repair")
+            return EXIT_OK
+        report = index_check.repair(sess.r, sess.store.scan_signals, sess.store.blob_signals)
+    print(f"index was inconsistent: {'; '.join(report.problems)}")
+    print(
+        f"repaired: {report.kept} products kept, {len(report.dropped)} dropped "
+        "(ingest the catalog again to re-index them)"
+        + (
+            f": {', '.join(report.dropped[:10])}" + (" ..." if len(report.dropped) > 10 else "")
+            if report.dropped
+            else ""
+        )
+    )
     return EXIT_OK
 
 
@@ -411,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("repair", help="rebuild an inconsistent index from its intact products")
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("report", help="a self-contained HTML page of the matches and dedup groups")
     p.add_argument("results", nargs="?", help=f"query results JSON, either shape (default {DEFAULT_OUTPUT})")

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from common import index_check
 from common.settings import Settings
 from common.store import IndexStore
 from producer.connection import broker_redis, celery_app, index_store, redis_client
@@ -39,8 +40,11 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(settings: Settings, roots: Iterable[Path] = (), workers: bool = True) -> Iterator[Session]:
-    """Connect (failing within seconds when Redis or the broker is not there), or start a private stack."""
+def open_session(
+    settings: Settings, roots: Iterable[Path] = (), workers: bool = True, check_index: bool = True
+) -> Iterator[Session]:
+    """Connect (failing within seconds when Redis or the broker is not there), or start a private stack.
+    An inconsistent index is refused here (IndexInconsistent) unless `check_index` is off (status, repair)."""
     stack = (
         LocalStack(settings, extra_roots=roots, workers=None if workers else 0) if settings.embedded else None
     )
@@ -49,4 +53,6 @@ def open_session(settings: Settings, roots: Iterable[Path] = (), workers: bool =
         client = redis_client(s)
         store = index_store(client)
         store.check_signals()  # an index of another decode mode or signature: say so now, not per task
+        if check_index:
+            index_check.require_consistent(client, store.scan_signals)
         yield Session(s, celery_app(s), client, store, broker_redis(s), stack)

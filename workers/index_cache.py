@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import redis
 
-from common import localindex, pipeline, presets
+from common import index_check, localindex, pipeline, presets
 from common.settings import Settings
 from common.signatures import pack64
 from common.snapshot import Snapshot
@@ -93,10 +93,16 @@ def _signatures(st: IndexStore, pids: list[str]) -> list[dict[str, bytes] | None
 
 def _full_load(st: IndexStore) -> None:
     global _snap, _last_change, _epoch
+    index_check.require_consistent(st.r, st.scan_signals)  # a clear error, not "40 signatures for 48 ids"
     bulk = st.bulk()
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
-    snap.load_arrays(bulk.ids, arrays, bulk.version)
+    try:
+        snap.load_arrays(bulk.ids, arrays, bulk.version)
+    except ValueError as exc:  # duplicate ids: damage the counts above do not show
+        raise index_check.IndexInconsistent(
+            "index_inconsistent", f"the index is inconsistent ({exc}): {index_check.REPAIR_HINT}"
+        ) from None
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
 
