@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -48,7 +49,17 @@ def _positive_float(text: str) -> float:
 
 
 def _paths(text: str) -> tuple[Path, ...]:
-    return tuple(Path(p).expanduser().resolve() for p in text.split(os.pathsep) if p.strip())
+    """A JSON list of paths (what to_env writes: a folder name may hold ':'), else ':'-separated."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list of paths: {exc}") from None
+        if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+            raise ValueError("must be a JSON list of strings")
+    else:
+        items = text.split(os.pathsep)
+    return tuple(Path(p).expanduser().resolve() for p in items if p.strip())
 
 
 def _optional_str(text: str) -> str | None:
@@ -151,7 +162,8 @@ class Settings:
         "NEARDUP_FILE_ROOTS",
         _paths,
         (),
-        f"Folders ('{os.pathsep}'-separated) that workers may read local images and file:// URLs from.",
+        f"Folders ('{os.pathsep}'-separated, or a JSON list when a name holds '{os.pathsep}') that workers "
+        "may read local images and file:// URLs from.",
     )
     max_download_bytes: int = _env(
         "NEARDUP_MAX_DOWNLOAD_BYTES", _positive_int, 25 * 1024 * 1024, "Largest image download accepted."
@@ -231,8 +243,10 @@ class Settings:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if isinstance(value, tuple):
-                value = (",".join if f.name == "plugins" else os.pathsep.join)(str(p) for p in value)
+            if isinstance(value, tuple) and f.name == "plugins":
+                value = ",".join(value)
+            elif isinstance(value, tuple):  # paths: a list, never joined on a character a path may hold
+                value = json.dumps([os.fsdecode(p) for p in value])
             elif isinstance(value, bool):
                 value = "1" if value else "0"
             env[f.metadata["env"]] = str(value)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.ids import check_product_id
 from common.results import detailed_shape, original_shape, write_json_atomic
 from common.settings import Settings
 from producer import jobs, stop_signals
-from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
+from producer.catalog import CatalogReport, read_catalog
 from producer.connection import Unreachable
 from producer.datadir_lock import DataDirBusy
+from producer.query_inputs import exclude_own_photos, query_specs
 from producer.session import Session, open_session
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -35,43 +35,6 @@ def say(*parts: Any) -> None:
 
 
 # -- query inputs --------------------------------------------------------------------------------
-
-
-def query_specs(
-    inputs: Sequence[str], product_ids: Sequence[str], embedded: bool
-) -> tuple[list[dict], list[Path]]:
-    """Query messages for files, folders, URLs and product ids; each has a unique `key` for the output.
-    Local files travel as paths in embedded mode (its workers may read them) and as bytes otherwise."""
-    import base64
-
-    files: list[Path] = []
-    specs: list[dict] = []
-    for item in inputs:
-        if "://" in item and not item.startswith("file://"):
-            specs.append({"key": item, "url": item})
-            continue
-        p = Path(item.removeprefix("file://"))
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"query input not found: {item}")
-    files = list(dict.fromkeys(f.resolve() for f in files))  # the same file given twice is one query
-    names = Counter(f.name for f in files)
-    for f in files:
-        spec: dict[str, Any] = {"key": f.name if names[f.name] == 1 else str(f)}
-        if embedded:
-            spec["path"] = str(f.resolve())
-        else:
-            spec["image_b64"] = base64.b64encode(f.read_bytes()).decode()
-        spec["exclude"] = f.stem  # a product's own photo never matches itself
-        specs.append(spec)
-    for pid in dict.fromkeys(product_ids):
-        specs.append({"key": check_product_id(pid), "product_id": pid})
-    # One result per key: a key given twice would leave the job waiting for an answer never stored.
-    specs = list({spec["key"]: spec for spec in reversed(specs)}.values())[::-1]
-    return specs, sorted({f.parent for f in files})
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -120,7 +83,10 @@ def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) ->
     return EXIT_FAILURES if state.failed else EXIT_OK
 
 
-def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
+def do_query(
+    sess: Session, specs: list[dict], args: argparse.Namespace, origins: dict[str, Path] | None = None
+) -> int:
+    exclude_own_photos(sess.store, specs, origins or {})
     for spec in specs:
         if args.preset:
             spec["preset"] = args.preset
@@ -173,23 +139,23 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    specs, roots = query_specs(args.images, args.product_id or [], settings.embedded)
+    specs, roots, origins = query_specs(args.images, args.product_id or [], settings.embedded)
     if not specs:
         say("query: nothing to query")
         return EXIT_USAGE
     with open_session(settings, roots=roots) as sess:
-        return do_query(sess, specs, args)
+        return do_query(sess, specs, args, origins)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
     _report_catalog(report)
-    specs, roots = query_specs(args.queries or [], args.product_id or [], settings.embedded)
+    specs, roots, origins = query_specs(args.queries or [], args.product_id or [], settings.embedded)
     if not specs:  # no queries given: every catalog product against the rest, as the original did
         specs = [{"key": pid, "product_id": pid} for pid, _ in report.items]
     with open_session(settings, roots=[*_roots_of(report), *roots]) as sess:
         ingest_rc = do_ingest(sess, report, args)
-        query_rc = do_query(sess, specs, args)
+        query_rc = do_query(sess, specs, args, origins)
     return max(ingest_rc, query_rc)
 
 

@@ -18,7 +18,7 @@ from common.ids import check_product_id
 from common.ingestion import ingest_items
 from common.querying import run_query
 from common.store import IndexStore
-from workers import index_cache, job_guard
+from workers import index_cache, job_guard, message_guard
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,12 @@ def _parse_items(items: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str
             url = item.get("url")
             if not isinstance(url, str) or not url:
                 raise BadRequest("missing_url", f"product {pid} has no url")
+            if not message_guard.is_utf8(url):
+                raise BadRequest("not_utf8", f"product {pid}: url is not valid UTF-8")
             good.append((pid, url))
         except BadRequest as exc:
             pid = item.get("product_id") if isinstance(item, dict) else None
-            bad.append((pid if isinstance(pid, str) else "?", str(exc)))
+            bad.append((message_guard.utf8_safe(pid) if isinstance(pid, str) else "?", str(exc)))
     return good, bad
 
 
@@ -205,7 +207,11 @@ def query_batch(self, job_id: str, queries: list[dict]) -> None:
 def _answer_all(job_id: str, queries: list[dict], exc: NeardupError) -> None:
     import json
 
-    keyed = [q["key"] for q in queries if isinstance(q, dict) and isinstance(q.get("key"), str)]
+    keyed = [
+        message_guard.utf8_safe(q["key"])
+        for q in queries
+        if isinstance(q, dict) and isinstance(q.get("key"), str)
+    ]
     if not keyed:
         return
     try:
@@ -215,8 +221,10 @@ def _answer_all(job_id: str, queries: list[dict], exc: NeardupError) -> None:
             pipe.hsetnx(keys.job_results(str(job_id)), key, json.dumps(_error(exc)))  # keep answers given
         pipe.sadd(keys.job_done(str(job_id)), *keyed)
         pipe.execute()
-    except Exception as err:
+    except REDIS_DOWN as err:
         raise Reject(f"could not record the batch's failure: {err}", requeue=True) from None
+    except Exception:  # not transient: requeued, it would fail the same way forever
+        log.exception("could not record the batch's failure; the batch is dropped")
 
 
 def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
@@ -244,8 +252,11 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
         if not isinstance(q, dict) or not isinstance(q.get("key"), str):
             continue
         body = {k: v for k, v in q.items() if k != "key"}
+        key = message_guard.utf8_safe(q["key"])  # a key Redis cannot store would lose the whole batch
         if config_error is not None:
             result = _error(config_error)
+        elif (not_utf8 := message_guard.undecodable(body)) is not None:
+            result = _error(not_utf8)
         elif poisoned:
             result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
         else:
@@ -256,8 +267,8 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
                 pipe.execute()
                 _answer_all(job_id, queries, NeardupError("time_limit", "the batch hit its soft time limit"))
                 raise
-        pipe.hset(results_key, q["key"], json.dumps(result))
-        pipe.sadd(done, q["key"])
+        pipe.hset(results_key, key, json.dumps(result))
+        pipe.sadd(done, key)
     pipe.expire(results_key, JOB_TTL)
     pipe.expire(done, JOB_TTL)
     pipe.execute()
