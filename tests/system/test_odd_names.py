@@ -21,9 +21,8 @@ CLI = [sys.executable, "-m", "producer.cli"]
 
 def run(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARDUP_")}
-    env.update(
-        PYTHONPATH=str(ROOT), NEARDUP_DATA_DIR=str(data_dir), NEARDUP_WORKERS="2", NEARDUP_ALLOW_PRIVATE_URLS="1"
-    )
+    env.update(PYTHONPATH=str(ROOT), NEARDUP_DATA_DIR=str(data_dir), NEARDUP_WORKERS="2")
+    env["NEARDUP_ALLOW_PRIVATE_URLS"] = "1"
     return subprocess.run([*CLI, *args], env=env, capture_output=True, timeout=timeout)
 
 
