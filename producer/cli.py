@@ -20,7 +20,7 @@ from common.errors import ConfigError
 from common.results import detailed_shape, original_shape, write_json_atomic
 from common.settings import Settings
 from producer import jobs, stop_signals
-from producer.catalog import CatalogReport, read_catalog
+from producer.catalog import CatalogError, CatalogReport, read_catalog
 from producer.connection import Unreachable
 from producer.datadir_lock import DataDirBusy
 from producer.query_inputs import exclude_own_photos, query_specs
@@ -42,6 +42,8 @@ def say(*parts: Any) -> None:
 
 def _report_catalog(report: CatalogReport) -> None:
     say(f"catalog: {report.summary()}")
+    for note in report.notes:
+        say(f"  note: {note}")
     for reason, examples in sorted(report.examples.items()):
         say(f"  {reason}: e.g. {', '.join(examples)}")
 
@@ -435,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.func(settings, args)
-    except (FileNotFoundError, ConfigError, DataDirBusy) as exc:
+    except (FileNotFoundError, ConfigError, DataDirBusy, CatalogError) as exc:
         say(f"neardup: {exc}")
         return EXIT_USAGE
     except (Unreachable, jobs.Stalled, RuntimeError) as exc:
