@@ -410,7 +410,7 @@ def test_catalog_with_bad_rows_is_counted_reported_and_confined(tmp_path: Path):
     # (a real CSV parser: the quoted two-line id is one row, refused as an id with a newline)
     assert "4 products from 12 rows" in summary, summary
     for reason, n in {
-        "bad_product_id": 5,
+        "bad_product_id": 4,
         "duplicate_id": 1,
         "missing_url": 1,
         "malformed_row": 1,
