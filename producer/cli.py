@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError
+from common.errors import ConfigError, NeardupError
 from common.results import detailed_shape, original_shape, write_json_atomic
 from common.settings import Settings
 from producer import jobs, stop_signals
@@ -38,6 +38,21 @@ def say(*parts: Any) -> None:
 
 
 # -- commands -----------------------------------------------------------------------------------
+
+
+def check_output(path: str) -> None:
+    """Refuse an output path that cannot be written before any work is done (not after: the results
+    would be lost)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError("bad_output", f"output {path} is a directory: name a file")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError("bad_output", f"output {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("bad_output", f"output {path}: folder {parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError("bad_output", f"output {path} is not writable")
 
 
 def _report_catalog(report: CatalogReport) -> None:
@@ -141,6 +156,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
+    check_output(args.output)
     specs, roots, origins = query_specs(args.images, args.product_id or [], settings.embedded)
     if not specs:
         say("query: nothing to query")
@@ -150,6 +166,7 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    check_output(args.output)
     report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
     _report_catalog(report)
     specs, roots, origins = query_specs(args.queries or [], args.product_id or [], settings.embedded)
@@ -181,6 +198,7 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     from common import presets
     from producer.dedup import DEDUP_RADIUS, run_dedup
 
+    check_output(args.output)
     preset = args.preset or settings.preset
     rule = presets.resolve(preset, args.max_distance, settings.min_similarity)
     explicit = args.max_distance is not None or settings.min_similarity is not None
@@ -268,6 +286,10 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     for folder in (args.images, args.queries):
         if folder and not Path(folder).is_dir():
             raise FileNotFoundError(f"not a folder: {folder}")
+    for given in (results, groups):
+        if given is not None and not given.is_file():
+            raise FileNotFoundError(f"report input {given} is not a file")
+    check_output(args.output)
     try:
         info = write_report(
             Path(args.output),
@@ -278,7 +300,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
             title=args.title,
             thumb_size=args.thumb_size,
         )
-    except ValueError as exc:  # also json.JSONDecodeError
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # also json.JSONDecodeError, bad shapes
         say(f"report: {exc}")
         return EXIT_USAGE
     say(
@@ -324,6 +346,16 @@ def _distance(text: str) -> int:
     return value
 
 
+THUMB_SIZES = "16 to 1024"
+
+
+def _thumb_size(text: str) -> int:
+    value = int(text)
+    if not 16 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"thumbnail size in pixels: {THUMB_SIZES}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -331,9 +363,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("seconds: a finite number > 0")
+    return value
+
+
 def _common_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -417,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default=None, help="folder of the query images")
     p.add_argument("-o", "--output", default="neardup_report.html", help="output HTML file")
     p.add_argument("--title", default="neardup report")
-    p.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
+    p.add_argument(
+        "--thumb-size", type=_thumb_size, default=128, help=f"thumbnail size in pixels ({THUMB_SIZES})"
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("flower", help="Flower (read-only, basic auth from NEARDUP_FLOWER_AUTH)")
@@ -437,7 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return args.func(settings, args)
-    except (FileNotFoundError, ConfigError, DataDirBusy, CatalogError) as exc:
+    except (FileNotFoundError, DataDirBusy, CatalogError) as exc:
+        say(f"neardup: {exc}")
+        return EXIT_USAGE
+    except NeardupError as exc:  # bad input or configuration: BadRequest (an id), ConfigError
         say(f"neardup: {exc}")
         return EXIT_USAGE
     except (Unreachable, jobs.Stalled, RuntimeError) as exc:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConfigError
+
 
 class DataDirBusy(RuntimeError):
     """Another embedded stack serves this data dir."""
@@ -44,9 +46,14 @@ class DataDirLock:
         self.fd: int | None = None
 
     def acquire(self, wait_for_dead_owner: float = 15.0) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # O_CREAT without truncating: the holder's owner record stays readable until we hold the lock.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_CREAT without truncating: the holder's owner record stays readable until we hold it.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # read-only, under a file, no permission: one line, exit 2
+            raise ConfigError(
+                "bad_data_dir", f"cannot use NEARDUP_DATA_DIR {self.path.parent}: {exc.strerror or exc}"
+            ) from None
         deadline = time.monotonic() + wait_for_dead_owner
         while True:
             try:
