@@ -138,6 +138,11 @@ def do_query(
         data = original_shape(ordered)
     write_json_atomic(Path(args.output), data)
     errors = {k: r["error"] for k, r in ordered.items() if not r.get("ok")}
+    sidecar = errors_path(Path(args.output))
+    if errors and not args.details:  # --details carries them inline ("ok": false, "error")
+        write_json_atomic(sidecar, errors)
+    else:
+        sidecar.unlink(missing_ok=True)  # never a stale list from an earlier run beside this output
     with_matches = sum(1 for r in ordered.values() if r.get("ok") and r["matches"])
     say(
         f"query: {len(specs)} queries in {elapsed:.1f} s, {with_matches} with matches, {len(errors)} errors "
@@ -145,7 +150,15 @@ def do_query(
     )
     for key, err in list(errors.items())[:10]:
         say(f"  {key}: {err.get('detail') or err.get('reason')}"[:200])
+    if errors and not args.details:
+        say(f"  errored queries are [] in {args.output}, like queries without a match: see {sidecar}")
     return EXIT_FAILURES if errors else EXIT_OK
+
+
+def errors_path(output: Path) -> Path:
+    """Where the plain output's errored queries are listed: the seed shape {"q": [[id, sim], ...]} has no
+    room for an error without breaking its consumers, so they get [] there and their error here."""
+    return output.with_name(f"{output.stem}.errors.json")
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:

@@ -87,3 +87,12 @@ def test_odd_names_and_paths_are_queried_under_their_own_names(tmp_path: Path):
     assert matches(result, "other.jpg")[pids[2]] == 100.0
     # and only the very file a product was indexed from does not list that product
     assert pids[3] not in matches(result, inventory[3].name)
+    # the errored query is [] in the seed shape (like a query without a match); its error is beside it
+    assert result["http://127.0.0.1:9/x\\xfe.jpg"] == []
+    errors = json.loads((tmp_path / "out.errors.json").read_text())
+    assert list(errors) == ["http://127.0.0.1:9/x\\xfe.jpg"] and errors[list(errors)[0]]["reason"]
+
+    # When a later query has no error, Then no stale error list is left beside its output
+    again = run(data_dir, "query", str(own), "-o", str(out), "--quiet")
+    assert again.returncode == 0, again.stderr.decode()
+    assert not (tmp_path / "out.errors.json").exists()
