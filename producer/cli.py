@@ -1,7 +1,8 @@
 """The `neardup` command.
 
 Exit codes: 0 everything done; 1 done, but some products or queries failed (listed);
-2 bad usage or configuration; 3 Redis, broker or workers unreachable or stalled.
+2 bad usage, input or configuration; 3 Redis, broker or workers unreachable or stalled;
+128 + signal number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
 """
 
 from __future__ import annotations
