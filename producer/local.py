@@ -208,9 +208,10 @@ class LocalStack:
         with deferred() as hurry:
             for w in self.workers:
                 # Killed, not a warm shutdown (which takes 2-3 s even idle): after a finished job
-                # nothing runs; after an interrupt, a running task is cut between products, whose
-                # writes are atomic; its message stays unacked in the private broker, which the next
-                # stack empties (_forget_dead_commands). The re-run redoes what is not indexed.
+                # nothing runs; after an interrupt, a running task is cut wherever it is, but each
+                # product's index write is one atomic Lua call, so no product is half written. Its
+                # message is dropped with the private broker's content (_forget_dead_commands); the
+                # re-run redoes what is not indexed.
                 w.stop(timeout=0, hurry=hurry)
             if self.workers and self.redis.proc is not None and self.redis.proc.poll() is None:
                 with contextlib.suppress(Exception):  # best effort: the next stack empties it anyway

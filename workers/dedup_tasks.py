@@ -46,8 +46,11 @@ def dedup_shard(
     """Pairs of this shard among the first `n` rows (rows are append-only, so every shard of one job
     sees the same rows), verified like query matches unless the preset is `original`, stored as
     packed records for the producer to join."""
+    from workers import job_guard
     from workers.tasks import delivery_count
 
+    if job_guard.cancelled(index_cache.store().r, job_id):
+        return  # its command was interrupted: nobody waits for these pairs
     if delivery_count(self.request.id) > index_cache.settings().max_deliveries:
         # Poison: this shard killed its worker every time. Record an empty answer and move on.
         r = index_cache.store().r
