@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -49,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from workers.app import app
 
-    with contextlib.suppress(ImportError):  # imported on first use otherwise: once per pool child
-        import pdqhash  # noqa: F401
+    # Imported on first use otherwise, once in each pool child, inside its first task: imagehash.phash
+    # imports scipy.fftpack (~0.6 s, most of a first query), pipeline._pdq imports pdqhash. Imported
+    # here, before the pool forks, every child starts with them.
+    for module in ("scipy.fftpack", "pdqhash"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
     hostname = host_format(default_nodename(args.name))
 
