@@ -83,6 +83,14 @@ def problems_in_bulk(ids: Sequence[str], n_rows: int, column_lengths: dict[str, 
     return problems
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw(value: object) -> bytes:
+    return value if isinstance(value, bytes) else b""
+
+
 def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[str] = ()) -> RepairReport:
     """Rebuild rows, ids and columns from the products whose row is intact: the row is theirs alone,
     the id list names them there, and every column holds their 8 bytes. The rest are removed from the
@@ -94,9 +102,9 @@ def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[s
             try:
                 pipe.watch(keys.ROWS, keys.IDS, keys.VERSION, *cols)
                 problems = check(pipe, scan_signals)
-                rows = {k.decode(): int(v) for k, v in pipe.hgetall(keys.ROWS).items()}
-                ids = (pipe.get(keys.IDS) or b"").decode().split("\n")[:-1]
-                columns = [pipe.get(c) or b"" for c in cols]
+                rows = {_text(k): int(v) for k, v in pipe.hgetall(keys.ROWS).items()}
+                ids = _text(pipe.get(keys.IDS) or b"").split("\n")[:-1]
+                columns = [_raw(pipe.get(c)) for c in cols]
                 usable = min([len(c) // 8 for c in columns], default=0)
                 owners: dict[int, list[str]] = {}
                 for pid, row in rows.items():

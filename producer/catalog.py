@@ -140,7 +140,7 @@ def _read_table(path: Path, text: str, tops_only: bool) -> CatalogReport:
         str(path),
         kind=f"URL list, delimiter {shown}" + (", with a header" if has_header else ", no header"),
     )
-    if not has_header:
+    if id_col is None or url_col is None:
         id_col, url_col = 0, 1
     _read_list_rows(report, path, lines, first + (1 if has_header else 0), delimiter, id_col, url_col)
     return report

@@ -62,9 +62,10 @@ class DataDirLock:
             except BlockingIOError:
                 owner = self._owner()
                 pid = int(owner.get("pid", 0) or 0)
-                if (pid and _alive(pid)) or time.monotonic() > deadline:
+                owner_alive = pid > 0 and _alive(pid)
+                if owner_alive or time.monotonic() > deadline:
                     os.close(fd)
-                    raise DataDirBusy(self._busy_message(owner, pid and _alive(pid))) from None
+                    raise DataDirBusy(self._busy_message(owner, owner_alive)) from None
                 time.sleep(0.1)
         self.fd = fd
         self.write_owner()

@@ -153,7 +153,9 @@ class LocalStack:
                 worker = WorkerProcess(self.settings, ("ingest", "query"), self.n_workers, log)
                 worker.pass_fds, worker.die_with_parent = self.redis.pass_fds, True
                 self.workers.append(worker.start())
-                self.lock.write_owner(children=[self.redis.proc.pid, worker.proc.pid])
+                self.lock.write_owner(
+                    children=[p.pid for p in (self.redis.proc, worker.proc) if p is not None]
+                )
                 self.wait_ready()
                 self.timings["workers"] = time.monotonic() - t0
         except BaseException:
@@ -183,7 +185,7 @@ class LocalStack:
         Polling one key costs a round trip; a broadcast ping waits out its whole timeout."""
         import redis
 
-        r = redis.Redis.from_url(self.settings.redis_url)
+        r = redis.Redis.from_url(self.redis.url)
         pending = {keys.worker_ready(w.hostname): w for w in self.workers}
         deadline = time.monotonic() + timeout
         try:

@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -46,17 +47,17 @@ def deferred(reraise: bool = False) -> Iterator[Callable[[], bool]]:
         yield lambda: False
         return
     arrived: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, lambda signum, frame: arrived.append(signum))
     try:
         yield lambda: bool(arrived)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if reraise and arrived:
-        handler = previous[arrived[0]]
-        if callable(handler):
-            handler(arrived[0], None)
+        first = previous[arrived[0]]
+        if callable(first):
+            first(arrived[0], None)
         else:
             raise Interrupted(arrived[0])
