@@ -20,9 +20,8 @@ from typing import Any
 from common.errors import ConfigError, NeardupError
 from common.results import detailed_shape, original_shape, write_json_atomic
 from common.settings import Settings
-from producer import jobs, stop_signals
+from producer import stop_signals
 from producer.catalog import CatalogError, CatalogReport, read_catalog
-from producer.connection import Unreachable
 from producer.datadir_lock import DataDirBusy
 from producer.query_inputs import exclude_own_photos, query_specs
 from producer.session import Session, open_session
@@ -70,6 +69,8 @@ def _roots_of(report: CatalogReport) -> list[Path]:
 
 
 def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) -> int:
+    from producer import jobs
+
     started = time.monotonic()
     job_id, sent, skipped = jobs.enqueue_ingest(
         sess.app, sess.store, report.items, sess.settings.ingest_chunk, force=args.force
@@ -104,6 +105,8 @@ def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) ->
 def do_query(
     sess: Session, specs: list[dict], args: argparse.Namespace, origins: dict[str, Path] | None = None
 ) -> int:
+    from producer import jobs
+
     exclude_own_photos(sess.store, specs, origins or {})
     for spec in specs:
         if args.preset:
@@ -242,6 +245,7 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from common import index_check
+    from producer import jobs
 
     with open_session(settings, workers=False, check_index=False) as sess:
         failures = sess.store.failures()
@@ -500,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeardupError as exc:  # bad input or configuration: BadRequest (an id), ConfigError
         say(f"neardup: {exc}")
         return EXIT_USAGE
-    except (Unreachable, jobs.Stalled, RuntimeError) as exc:
+    except RuntimeError as exc:  # also producer.connection.Unreachable and producer.jobs.Stalled
         say(f"neardup: {exc}")
         return EXIT_UNREACHABLE
     except KeyboardInterrupt as exc:

@@ -127,7 +127,11 @@ class LocalStack:
     """
 
     def __init__(
-        self, settings: Settings, extra_roots: Iterable[Path] = (), workers: int | None = None
+        self,
+        settings: Settings,
+        extra_roots: Iterable[Path] = (),
+        workers: int | None = None,
+        wait_ready: bool = True,
     ) -> None:
         roots = tuple(dict.fromkeys([*settings.file_roots, *(Path(p).resolve() for p in extra_roots)]))
         self.base = replace(settings, file_roots=roots)
@@ -137,6 +141,9 @@ class LocalStack:
         self.settings = self.base
         self.lock = DataDirLock(settings.data_dir)
         self.timings: dict[str, float] = {}  # seconds from __enter__ per phase (benchmarks/bench_startup)
+        # False: __enter__ returns once the workers are started and the caller calls wait_ready()
+        # after its own set-up, which then overlaps the workers' boot (producer.session).
+        self.wait_for_workers = wait_ready
 
     def __enter__(self) -> LocalStack:
         t0 = time.monotonic()
@@ -156,8 +163,9 @@ class LocalStack:
                 self.lock.write_owner(
                     children=[p.pid for p in (self.redis.proc, worker.proc) if p is not None]
                 )
-                self.wait_ready()
-                self.timings["workers"] = time.monotonic() - t0
+                self._t0 = t0
+                if self.wait_for_workers:
+                    self.wait_ready()
         except BaseException:
             self.__exit__()
             raise
@@ -168,17 +176,21 @@ class LocalStack:
         it (we hold the lock), so what it holds (queued or unacked tasks, readiness marks) belongs to
         a command that was interrupted or killed, and must not run inside a later one (an interrupted
         ingest's rows indexed by a later `--tops-only` ingest)."""
-        from producer.connection import broker_redis, redis_client
+        import redis
 
-        broker = broker_redis(self.settings)
-        if broker is not None and broker.connection_pool.connection_kwargs.get("db") != 0:
-            broker.flushdb()
-            broker.close()
-        r = redis_client(self.settings)
-        stale = list(r.scan_iter(keys.worker_ready("*"), count=1000))
-        if stale:
-            r.delete(*stale)
-        r.close()
+        from common.celery_config import broker_and_backend  # light: not producer.connection (OpenCV)
+
+        broker_url, _ = broker_and_backend(self.settings)
+        if broker_url.startswith("redis+socket://"):  # kombu's dialect back to redis-py's
+            broker_url = "unix://" + broker_url[len("redis+socket://") :].replace("virtual_host=", "db=")
+        if broker_url.startswith(("redis://", "rediss://", "unix://")):
+            with redis.Redis.from_url(broker_url, socket_connect_timeout=5) as broker:
+                if broker.connection_pool.connection_kwargs.get("db") != 0:  # never the index's db
+                    broker.flushdb()
+        with redis.Redis.from_url(self.redis.url, socket_connect_timeout=5) as r:
+            stale = list(r.scan_iter(keys.worker_ready("*"), count=1000))
+            if stale:
+                r.delete(*stale)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until every started worker consumes: each sets a key in Redis then (workers.boot).
@@ -204,6 +216,8 @@ class LocalStack:
             raise RuntimeError(
                 f"workers did not answer within {timeout} s; see {self.base.data_dir / 'worker.log'}"
             )
+        if self.workers:
+            self.timings["workers"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
 
     def __exit__(self, *exc: object) -> None:
         # A second signal during this cleanup does not cut it short: it only makes it hurry.
