@@ -2,13 +2,14 @@
 
 Phases, each from the start of `LocalStack.__enter__`: redis-server answering, workers answering a
 ping (the readiness wait), and the first query answered (a real task through the broker). Prints the
-median of a few rounds. Run: `python benchmarks/bench_startup.py [rounds]`.
+median of a few rounds. Run: `python benchmarks/bench_startup.py [--rounds N] [--workers N] [--quick]`.
+For a fair before/after on a busy machine, interleave two trees with farm-bench (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -48,8 +49,15 @@ def one_round(workers: int) -> dict[str, float]:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rounds_pos", nargs="?", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("workers_pos", nargs="?", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (prefork children)")
+    parser.add_argument("--quick", action="store_true", help="one round")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else (args.rounds_pos or args.rounds)
+    workers = args.workers_pos or args.workers
     results = [one_round(workers) for _ in range(rounds)]
     print(f"embedded start-up, {workers} worker processes, median of {rounds} rounds (s from __enter__):")
     for phase in results[0]:
