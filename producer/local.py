@@ -183,7 +183,8 @@ class LocalStack:
         broker_url, _ = broker_and_backend(self.settings)
         if broker_url.startswith("redis+socket://"):  # kombu's dialect back to redis-py's
             broker_url = "unix://" + broker_url[len("redis+socket://") :].replace("virtual_host=", "db=")
-        if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # Only the private Redis: a NEARDUP_BROKER_URL of its own may be shared with other commands.
+        if self.settings.broker_url is None and broker_url.startswith("unix://"):
             with redis.Redis.from_url(broker_url, socket_connect_timeout=5) as broker:
                 if broker.connection_pool.connection_kwargs.get("db") != 0:  # never the index's db
                     broker.flushdb()
