@@ -1,13 +1,15 @@
 """The `neardup` command.
 
 Exit codes: 0 everything done; 1 done, but some products or queries failed (listed);
-2 bad usage or configuration; 3 Redis, broker or workers unreachable or stalled.
+2 bad usage, input or configuration; 3 Redis, broker or workers unreachable or stalled;
+128 + signal number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -16,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from common.config.settings import Settings
-from common.errors import ConfigError
-from common.ids import check_product_id
-from producer import jobs, lifecycle
-from producer.catalog import IMAGE_SUFFIXES, CatalogReport, read_catalog
-from producer.connection import Unreachable
+from common.errors import ConfigError, NeardupError
+from producer import jobs, lifecycle, stop_signals
+from producer.catalog import CatalogError, CatalogReport, read_catalog
+from producer.datadir_lock import DataDirBusy
+from producer.query_inputs import exclude_own_photos, query_specs
 from producer.results import detailed_shape, original_shape, write_json_atomic
 from producer.session import Session, open_session
 
@@ -35,48 +37,28 @@ def say(*parts: Any) -> None:
 # -- query inputs --------------------------------------------------------------------------------
 
 
-def query_specs(
-    inputs: Sequence[str], product_ids: Sequence[str], embedded: bool
-) -> tuple[list[dict], list[Path]]:
-    """Query messages for files, folders, URLs and product ids; each has a unique `key` for the output.
-    Local files travel as paths in embedded mode (its workers may read them) and as bytes otherwise."""
-    import base64
-
-    files: list[Path] = []
-    specs: list[dict] = []
-    for item in inputs:
-        if "://" in item and not item.startswith("file://"):
-            specs.append({"key": item, "url": item})
-            continue
-        p = Path(item.removeprefix("file://"))
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"query input not found: {item}")
-    files = list(dict.fromkeys(f.resolve() for f in files))  # the same file given twice is one query
-    names = Counter(f.name for f in files)
-    for f in files:
-        spec: dict[str, Any] = {"key": f.name if names[f.name] == 1 else str(f)}
-        if embedded:
-            spec["path"] = str(f.resolve())
-        else:
-            spec["image_b64"] = base64.b64encode(f.read_bytes()).decode()
-        spec["exclude"] = f.stem  # a product's own photo never matches itself
-        specs.append(spec)
-    for pid in dict.fromkeys(product_ids):
-        specs.append({"key": check_product_id(pid), "product_id": pid})
-    # One result per key: a key given twice would leave the job waiting for an answer never stored.
-    specs = list({spec["key"]: spec for spec in reversed(specs)}.values())[::-1]
-    return specs, sorted({f.parent for f in files})
-
-
 # -- commands -----------------------------------------------------------------------------------
+
+
+def check_output(path: str) -> None:
+    """Refuse an output path that cannot be written before any work is done (not after: the results
+    would be lost)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError("bad_output", f"output {path} is a directory: name a file")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError("bad_output", f"output {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("bad_output", f"output {path}: folder {parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError("bad_output", f"output {path} is not writable")
 
 
 def _report_catalog(report: CatalogReport) -> None:
     say(f"catalog: {report.summary()}")
+    for note in report.notes:
+        say(f"  note: {note}")
     for reason, examples in sorted(report.examples.items()):
         say(f"  {reason}: e.g. {', '.join(examples)}")
 
@@ -87,6 +69,7 @@ def _roots_of(report: CatalogReport) -> list[Path]:
 
 
 def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) -> int:
+
     started = time.monotonic()
     job_id, sent, skipped = jobs.enqueue_ingest(
         sess.app, sess.store, report.items, sess.settings.ingest_chunk, force=args.force
@@ -118,7 +101,11 @@ def do_ingest(sess: Session, report: CatalogReport, args: argparse.Namespace) ->
     return EXIT_FAILURES if state.failed else EXIT_OK
 
 
-def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
+def do_query(
+    sess: Session, specs: list[dict], args: argparse.Namespace, origins: dict[str, Path] | None = None
+) -> int:
+
+    exclude_own_photos(sess.store, specs, origins or {})
     for spec in specs:
         if args.preset:
             spec["preset"] = args.preset
@@ -153,6 +140,11 @@ def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
         data = original_shape(ordered)
     write_json_atomic(Path(args.output), data)
     errors = {k: r["error"] for k, r in ordered.items() if not r.get("ok")}
+    sidecar = errors_path(Path(args.output))
+    if errors and not args.details:  # --details carries them inline ("ok": false, "error")
+        write_json_atomic(sidecar, errors)
+    else:
+        sidecar.unlink(missing_ok=True)  # never a stale list from an earlier run beside this output
     with_matches = sum(1 for r in ordered.values() if r.get("ok") and r["matches"])
     say(
         f"query: {len(specs)} queries in {elapsed:.1f} s, {with_matches} with matches, {len(errors)} errors "
@@ -160,7 +152,15 @@ def do_query(sess: Session, specs: list[dict], args: argparse.Namespace) -> int:
     )
     for key, err in list(errors.items())[:10]:
         say(f"  {key}: {err.get('detail') or err.get('reason')}"[:200])
+    if errors and not args.details:
+        say(f"  errored queries are [] in {args.output}, like queries without a match: see {sidecar}")
     return EXIT_FAILURES if errors else EXIT_OK
+
+
+def errors_path(output: Path) -> Path:
+    """Where the plain output's errored queries are listed: the seed shape {"q": [[id, sim], ...]} has no
+    room for an error without breaking its consumers, so they get [] there and their error here."""
+    return output.with_name(f"{output.stem}.errors.json")
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -180,23 +180,25 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    specs, roots = query_specs(args.images, args.product_id or [], settings.embedded)
+    check_output(args.output)
+    specs, roots, origins = query_specs(args.images, args.product_id or [], settings.embedded)
     if not specs:
         say("query: nothing to query")
         return EXIT_USAGE
     with open_session(settings, roots=roots) as sess:
-        return do_query(sess, specs, args)
+        return do_query(sess, specs, args, origins)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    check_output(args.output)
     report = read_catalog(Path(args.catalog), tops_only=args.tops_only)
     _report_catalog(report)
-    specs, roots = query_specs(args.queries or [], args.product_id or [], settings.embedded)
+    specs, roots, origins = query_specs(args.queries or [], args.product_id or [], settings.embedded)
     if not specs:  # no queries given: every catalog product against the rest, as the original did
         specs = [{"key": pid, "product_id": pid} for pid, _ in report.items]
     with open_session(settings, roots=[*_roots_of(report), *roots]) as sess:
         ingest_rc = do_ingest(sess, report, args)
-        query_rc = do_query(sess, specs, args)
+        query_rc = do_query(sess, specs, args, origins)
     return max(ingest_rc, query_rc)
 
 
@@ -220,6 +222,7 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     from common.match import presets
     from producer.dedup import DEDUP_RADIUS, run_dedup
 
+    check_output(args.output)
     preset = args.preset or settings.preset
     rule = presets.resolve(preset, args.max_distance, settings.min_similarity)
     explicit = args.max_distance is not None or settings.min_similarity is not None
@@ -255,13 +258,18 @@ def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    with open_session(settings, workers=False) as sess:
+    from common.index import consistency
+
+    with open_session(settings, workers=False, check_index=False) as sess:
         failures = sess.store.failures()
         replies = [] if sess.stack is not None else (sess.app.control.ping(timeout=1.0) or [])
         queues = jobs.queue_lengths(sess.broker) if sess.broker is not None else {}
+        problems = consistency.check(sess.r, sess.store.scan_signals)
         print(f"index: {sess.store.size()} products, version {sess.store.version()}")
         for line in lifecycle.status_lines(sess):
             print(line)
+        if problems:
+            print(f"index INCONSISTENT: {'; '.join(problems)}\n  {consistency.REPAIR_HINT}")
         print("queues: " + ", ".join(f"{q}={n}" for q, n in queues.items()))
         print(
             f"workers alive: {len(replies)}"
@@ -276,6 +284,28 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
         if (line := status_line(sess.r)) is not None:
             print(line)
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
+def cmd_repair(settings: Settings, args: argparse.Namespace) -> int:
+    from common.index import consistency
+
+    with open_session(settings, workers=False, check_index=False) as sess:
+        problems = consistency.check(sess.r, sess.store.scan_signals)
+        if not problems:
+            print(f"index: consistent, {sess.store.size()} products; nothing to repair")
+            return EXIT_OK
+        report = consistency.repair(sess.r, sess.store.scan_signals, sess.store.blob_signals)
+    print(f"index was inconsistent: {'; '.join(report.problems)}")
+    print(
+        f"repaired: {report.kept} products kept, {len(report.dropped)} dropped "
+        "(ingest the catalog again to re-index them)"
+        + (
+            f": {', '.join(report.dropped[:10])}" + (" ..." if len(report.dropped) > 10 else "")
+            if report.dropped
+            else ""
+        )
+    )
     return EXIT_OK
 
 
@@ -293,6 +323,10 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     for folder in (args.images, args.queries):
         if folder and not Path(folder).is_dir():
             raise FileNotFoundError(f"not a folder: {folder}")
+    for given in (results, groups):
+        if given is not None and not given.is_file():
+            raise FileNotFoundError(f"report input {given} is not a file")
+    check_output(args.output)
     try:
         info = write_report(
             Path(args.output),
@@ -303,7 +337,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
             title=args.title,
             thumb_size=args.thumb_size,
         )
-    except ValueError as exc:  # also json.JSONDecodeError
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # also json.JSONDecodeError, bad shapes
         say(f"report: {exc}")
         return EXIT_USAGE
     say(
@@ -349,6 +383,16 @@ def _distance(text: str) -> int:
     return value
 
 
+THUMB_SIZES = "16 to 1024"
+
+
+def _thumb_size(text: str) -> int:
+    value = int(text)
+    if not 16 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"thumbnail size in pixels: {THUMB_SIZES}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -356,9 +400,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("seconds: a finite number > 0")
+    return value
+
+
 def _common_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -447,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="index size and version, queue lengths, workers, failures, feedback")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("repair", help="rebuild an inconsistent index from its intact products")
+    p.set_defaults(func=cmd_repair)
+
     p = sub.add_parser("report", help="a self-contained HTML page of the matches and dedup groups")
     p.add_argument("results", nargs="?", help=f"query results JSON, either shape (default {DEFAULT_OUTPUT})")
     p.add_argument("--groups", default=None, help="near_duplicate_groups.json from `neardup dedup`")
@@ -454,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default=None, help="folder of the query images")
     p.add_argument("-o", "--output", default="neardup_report.html", help="output HTML file")
     p.add_argument("--title", default="neardup report")
-    p.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels")
+    p.add_argument(
+        "--thumb-size", type=_thumb_size, default=128, help=f"thumbnail size in pixels ({THUMB_SIZES})"
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("flower", help="Flower (read-only, basic auth from NEARDUP_FLOWER_AUTH)")
@@ -469,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_signals.install()  # SIGTERM and SIGHUP unwind like Ctrl-C: the private stack is stopped
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -481,15 +540,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_model(settings.embedding_model)
         return args.func(settings, args)
-    except (FileNotFoundError, ConfigError) as exc:
+    except (FileNotFoundError, DataDirBusy, CatalogError) as exc:
         say(f"neardup: {exc}")
         return EXIT_USAGE
-    except (Unreachable, jobs.Stalled, RuntimeError) as exc:
+    except NeardupError as exc:  # bad input or configuration: BadRequest (an id), ConfigError
+        say(f"neardup: {exc}")
+        return EXIT_USAGE
+    except RuntimeError as exc:  # also producer.connection.Unreachable and producer.jobs.Stalled
         say(f"neardup: {exc}")
         return EXIT_UNREACHABLE
-    except KeyboardInterrupt:
-        say("neardup: interrupted; run the same command again to resume (indexed products are skipped)")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, stop_signals.Interrupted) else signal.SIGINT
+        say(
+            f"neardup: interrupted ({signal.Signals(signum).name}); run the same command again to resume "
+            "(indexed products are skipped)"
+        )
+        return 128 + signum
 
 
 if __name__ == "__main__":

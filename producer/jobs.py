@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from common.index import keys
 from common.index.store import IndexStore
 
 QUERY_CHUNK = 32
+JOB_TTL = 7 * 24 * 3600  # as long as the workers keep a job's sets
 KOMBU_PRIORITY_SEP = "\x06\x16"
 
 
@@ -153,8 +155,20 @@ def wait(
                     )
                 last_change = now
             time.sleep(0.05 if total < 1000 else 0.2)
+    except KeyboardInterrupt:  # also a SIGTERM or SIGHUP (producer.stop_signals)
+        cancel(r, job_id)
+        raise
     finally:
         bar.close()
+
+
+def cancel(r: redis.Redis, job_id: str) -> None:
+    """Mark a job cancelled: workers drop its tasks still queued (workers.guard). Best effort, and
+    never cut short by another signal: the command is stopping anyway."""
+    from producer.stop_signals import deferred
+
+    with deferred(), contextlib.suppress(redis.RedisError, OSError):
+        r.set(keys.job_cancelled(job_id), 1, ex=JOB_TTL)
 
 
 def gather(r: redis.Redis, job_id: str) -> dict[str, dict[str, Any]]:

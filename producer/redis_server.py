@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from producer.children import die_with_parent
+from producer.stop_signals import deferred
 
 
 def find_redis_server() -> str:
@@ -45,6 +49,9 @@ class RedisServer:
         self.appendonly = appendonly
         self.socket = socket_path(self.data_dir)
         self.proc: subprocess.Popen | None = None
+        # Set by the embedded stack: fds the server keeps open (the data dir lock), and death with us.
+        self.pass_fds: tuple[int, ...] = ()
+        self.die_with_parent = False
 
     @property
     def url(self) -> str:
@@ -78,9 +85,16 @@ class RedisServer:
             args += ["--port", str(self.port), "--bind", "127.0.0.1"]
         # Its own session: a Ctrl-C at the terminal reaches the CLI, which stops the workers first and
         # Redis last, instead of Redis dying under workers that are finishing their tasks.
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        with deferred(reraise=True):  # a stop signal now is raised once the handle is kept
+            self.proc = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=self.pass_fds,
+                # SIGTERM: Redis saves and exits cleanly when the CLI dies without cleaning up.
+                preexec_fn=die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
+            )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         while True:

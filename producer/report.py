@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,38 @@ def normalise_results(data: Any) -> tuple[dict[str, dict[str, Any]], dict[str, A
         for key, res in data["queries"].items():
             if not isinstance(res, Mapping):
                 raise ValueError(f"query {key!r}: result must be an object")
-            matches = [dict(m) for m in res.get("matches", [])] if res.get("ok") else []
+            raw = res.get("matches", []) if res.get("ok") else []
+            if not isinstance(raw, list) or not all(
+                isinstance(m, Mapping) and "product_id" in m for m in raw
+            ):
+                raise ValueError(
+                    f"query {key!r}: matches must be a list of {{product_id, similarity}} objects"
+                )
+            matches = [
+                {**m, "product_id": str(m["product_id"]), "similarity": _sim(m.get("similarity"))}
+                for m in raw
+            ]
             out[str(key)] = {"ok": bool(res.get("ok")), "matches": matches, "error": res.get("error")}
         return out, dict(data.get("settings") or {})
     out = {}
     for key, pairs in data.items():
-        if not isinstance(pairs, list):
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) >= 2 for p in pairs):
             raise ValueError(f"query {key!r}: expected a list of [productId, similarity] pairs")
         out[str(key)] = {
             "ok": True,
-            "matches": [{"product_id": str(p[0]), "similarity": float(p[1])} for p in pairs],
+            "matches": [{"product_id": str(p[0]), "similarity": _sim(p[1])} for p in pairs],
         }
     return out, {}
+
+
+def _sim(value: Any) -> float | None:
+    """A similarity as a finite number, else None (shown as n/a): NaN or Infinity in the embedded JSON
+    made JSON.parse fail and the page blank."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def normalise_groups(data: Any) -> dict[str, Any]:
@@ -57,7 +78,7 @@ def normalise_groups(data: Any) -> dict[str, Any]:
         "products": data.get("products"),
         "groups": [[str(p) for p in g] for g in data["groups"]],
         # Pairs let the page regroup at any threshold; without them (--no-pairs) groups are shown as is.
-        "pairs": [[str(a), str(b), float(s)] for a, b, s, *_ in data["pairs"]] if "pairs" in data else None,
+        "pairs": [[str(a), str(b), _sim(s)] for a, b, s, *_ in data["pairs"]] if "pairs" in data else None,
         # The member to keep per group (by the rule named), and the review feedback dedup applied.
         "canonical": [str(p) for p in data.get("canonical") or []],
         "canonical_rule": data.get("canonical_rule"),
@@ -152,8 +173,11 @@ def build_report(
         pids.update(p for g in grouped["groups"] for p in g)
     images = collect_images(queries, sorted(pids), images_dir, queries_dir, thumb_size)
     data = {"title": title, "settings": settings, "queries": queries, "groups": grouped, "images": images}
-    # Inside <script>, only "</" could end the element early; JSON allows "<\/" as an escape of "</".
-    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # Inside <script>, "</script" ends the element early and "<!--" followed by "<script" makes the
+    # parser skip past the real "</script>" (a query named "<!--<script>.jpg" left a blank page): no
+    # "<" at all then, escaped as JSON allows. allow_nan=False: NaN is not JSON (_sim removed it).
+    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    blob = blob.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
 
 
@@ -256,7 +280,7 @@ function image(uri, alt) {
   if (uri) return el("img", {class: "thumb", src: uri, alt: alt, title: alt});
   return el("div", {class: "noimg", text: "no image"});
 }
-function fmt(x) { return Number(x).toFixed(2) + " %"; }
+function fmt(x) { return x == null ? "n/a" : Number(x).toFixed(2) + " %"; }
 
 function renderQueries(min, hideEmpty) {
   const root = document.getElementById("queries");
@@ -267,7 +291,7 @@ function renderQueries(min, hideEmpty) {
   let shown = 0, total = 0;
   for (const key of keys) {
     const res = DATA.queries[key];
-    const kept = res.matches.filter(m => m.similarity >= min);
+    const kept = res.matches.filter(m => m.similarity == null || m.similarity >= min);
     total += res.matches.length; shown += kept.length;
     if (hideEmpty && kept.length === 0) continue;
     const side = el("div", {class: "query-side"},

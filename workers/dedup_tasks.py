@@ -58,6 +58,7 @@ def dedup_shard(
     self.guarded(
         lambda: _dedup_shard(job_id, shard, n_shards, radius, n, preset, columns),
         lambda exc: _answer_empty(job_id, shard, exc),
+        job_id=job_id,
     )
 
 

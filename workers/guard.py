@@ -1,11 +1,15 @@
 """The one guard every neardup task runs through. A task names its work and how to settle it (give
 every product or query of the message its final answer with a given error); the guard decides when:
 
+- a cancelled job (its command was interrupted: producer.jobs.cancel): the message is acked unrun, so
+  an interrupted ingest's queued chunks never run inside the next command;
 - poison: a message that killed its worker `max_deliveries` times is settled as `poison` and acked;
 - another signal set in the index than this worker computes: settled with that ConfigError;
 - the index Redis down: the message goes back to the queue (nothing would be recorded now);
 - the soft time limit: settled as `time_limit` (answers already given are kept), then re-raised;
 - anything else: settled as `internal_error`, so a job never waits for work that silently vanished.
+A settle that itself fails is retried (requeued) only while the index Redis is down: any other
+failure would repeat on every delivery, so it is logged and the message acked.
 """
 
 from __future__ import annotations
@@ -66,8 +70,12 @@ class GuardedTask(Task):
 
     problem_stage = "task"  # the `stage` of the guard's own problems in failure records and results
 
-    def guarded(self, work: Callable[[], T], settle: Callable[[NeardupError], T]) -> T:
+    def guarded(
+        self, work: Callable[[], T], settle: Callable[[NeardupError], T], job_id: object = None
+    ) -> T | None:
         try:
+            if job_id is not None and job_cancelled(job_id):
+                return None
             if delivery_count(self.request.id) > index_cache.settings().max_deliveries:
                 return settle(
                     TaskProblem(self.problem_stage, "poison", "this task killed its worker repeatedly")
@@ -86,12 +94,30 @@ class GuardedTask(Task):
             problem = TaskProblem(self.problem_stage, "internal_error", f"{type(exc).__name__}: {exc}")
             return self._settle_or_requeue(settle, problem)
 
+    def answer(self, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Request/answer tasks (query, remove, feedback): the answer, or the guard's error result."""
+        result = self.guarded(work, error_result)
+        if result is None:  # only when even the error could not be built: still answer something
+            return error_result(TaskProblem(self.problem_stage, "internal_error", "no answer"))
+        return result
+
     @staticmethod
-    def _settle_or_requeue(settle: Callable[[NeardupError], T], problem: NeardupError) -> T:
+    def _settle_or_requeue(settle: Callable[[NeardupError], T], problem: NeardupError) -> T | None:
         try:
             return settle(problem)
-        except Exception as err:  # cannot even record: hand the message back rather than lose it
+        except REDIS_DOWN as err:  # cannot record now: hand the message back rather than lose it
             raise Reject(f"could not record the task's failure: {err}", requeue=True) from None
+        except Exception:  # not transient: requeued, it would fail the same way forever
+            log.exception("could not record the task's failure; the message is dropped")
+            return None
+
+
+def job_cancelled(job_id: object) -> bool:
+    """True when the job's command was interrupted: its tasks still queued are dropped, not run."""
+    if index_cache.store().r.exists(keys.job_cancelled(str(job_id))):
+        log.info("job %s was cancelled: its task is dropped", job_id)
+        return True
+    return False
 
 
 def refuse_positional(args: tuple[Any, ...]) -> dict[str, Any] | None:

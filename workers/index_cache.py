@@ -17,7 +17,7 @@ import numpy as np
 import redis
 
 from common.config.settings import Settings
-from common.index import feedback, orb_words
+from common.index import consistency, feedback, orb_words
 from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
 from common.index.store import Change, IndexStore
@@ -127,10 +127,16 @@ def _load_feedback(st: IndexStore) -> None:
 
 def _full_load(st: IndexStore) -> None:
     global _snap, _last_change, _epoch
+    consistency.require_consistent(st.r, st.scan_signals)  # a clear error, not "40 signatures for 48 ids"
     bulk = st.bulk()
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
-    snap.load_arrays(bulk.ids, arrays, bulk.version)
+    try:
+        snap.load_arrays(bulk.ids, arrays, bulk.version)
+    except ValueError as exc:  # duplicate ids: damage the counts above do not show
+        raise consistency.IndexInconsistent(
+            "index_inconsistent", f"the index is inconsistent ({exc}): {consistency.REPAIR_HINT}"
+        ) from None
     _sync_embeddings(st, snap, bulk.ids)
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch

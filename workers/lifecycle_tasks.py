@@ -21,7 +21,7 @@ def remove(self: GuardedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return error_result(
             BadRequest("bad_request", "pass the request as keyword arguments, not positional")
         )
-    return self.guarded(lambda: remove_request(kwargs, index_cache.store()), error_result)
+    return self.answer(lambda: remove_request(kwargs, index_cache.store()))
 
 
 @app.task(name=names.FEEDBACK, base=GuardedTask, bind=True)
@@ -31,4 +31,4 @@ def feedback(self: GuardedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return error_result(
             BadRequest("bad_request", "pass the request as keyword arguments, not positional")
         )
-    return self.guarded(lambda: feedback_request(kwargs, index_cache.store()), error_result)
+    return self.answer(lambda: feedback_request(kwargs, index_cache.store()))

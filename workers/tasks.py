@@ -20,7 +20,7 @@ from common.index import keys
 from common.index.store import IndexStore
 from common.ingestion import ingest_items
 from common.match.querying import run_query
-from workers import index_cache
+from workers import index_cache, message_guard
 from workers.app import app
 from workers.guard import GuardedTask, error_result, refuse_positional
 
@@ -45,10 +45,12 @@ def _parse_items(items: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str
             url = item.get("url")
             if not isinstance(url, str) or not url:
                 raise BadRequest("missing_url", f"product {pid} has no url")
+            if not message_guard.is_utf8(url):
+                raise BadRequest("not_utf8", f"product {pid}: url is not valid UTF-8")
             good.append((pid, url))
         except BadRequest as exc:
             pid = item.get("product_id") if isinstance(item, dict) else None
-            bad.append((pid if isinstance(pid, str) else "?", str(exc)))
+            bad.append((message_guard.utf8_safe(pid) if isinstance(pid, str) else "?", str(exc)))
     return good, bad
 
 
@@ -62,7 +64,7 @@ def ingest(self: GuardedTask, job_id: str, items: list[dict], force: bool = Fals
         _record_bad(bad, failed)
         _settle(good, index_cache.store(), done, failed, exc)
 
-    self.guarded(lambda: _ingest(job_id, good, bad, force), settle)
+    self.guarded(lambda: _ingest(job_id, good, bad, force), settle, job_id=job_id)
 
 
 def _record_bad(bad: list[tuple[str, str]], failed: str) -> None:
@@ -117,21 +119,28 @@ def query(self: GuardedTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Public query task: exactly one of product_id, url, image_b64, path (+ options). JSON result."""
     if (refused := refuse_positional(args)) is not None:
         return refused
-    return self.guarded(
-        lambda: run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings()),
-        error_result,
+    if (not_utf8 := message_guard.undecodable(kwargs)) is not None:
+        return error_result(not_utf8)
+    return self.answer(
+        lambda: run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings())
     )
 
 
 @app.task(name=names.QUERY_BATCH, base=GuardedTask, bind=True, ignore_result=True)
 def query_batch(self: GuardedTask, job_id: str, queries: list[dict]) -> None:
     """Many queries in one message (amortises broker cost); results land in the job's results hash."""
-    self.guarded(lambda: _query_batch(job_id, queries), lambda exc: _answer_all(job_id, queries, exc))
+    self.guarded(
+        lambda: _query_batch(job_id, queries), lambda exc: _answer_all(job_id, queries, exc), job_id=job_id
+    )
 
 
 def _answer_all(job_id: str, queries: list[dict], exc: NeardupError) -> None:
     """Every query of the batch not answered yet gets this error (answers already given are kept)."""
-    keyed = [q["key"] for q in queries if isinstance(q, dict) and isinstance(q.get("key"), str)]
+    keyed = [
+        message_guard.utf8_safe(q["key"])
+        for q in queries
+        if isinstance(q, dict) and isinstance(q.get("key"), str)
+    ]
     if not keyed:
         return
     r = index_cache.store().r
@@ -159,13 +168,17 @@ def _query_batch(job_id: str, queries: list[dict]) -> None:
         if not isinstance(q, dict) or not isinstance(q.get("key"), str):
             continue
         body = {k: v for k, v in q.items() if k != "key"}
-        try:
-            result = run_query(body, snapshot_once, store, settings, reraise=(SoftTimeLimitExceeded,))
-        except SoftTimeLimitExceeded:
-            pipe.execute()  # keep the answers given; the guard answers the rest with the reason
-            raise
-        pipe.hset(results_key, q["key"], json.dumps(result))
-        pipe.sadd(done, q["key"])
+        key = message_guard.utf8_safe(q["key"])  # a key Redis cannot store would lose the whole batch
+        if (not_utf8 := message_guard.undecodable(body)) is not None:
+            result = error_result(not_utf8)
+        else:
+            try:
+                result = run_query(body, snapshot_once, store, settings, reraise=(SoftTimeLimitExceeded,))
+            except SoftTimeLimitExceeded:
+                pipe.execute()  # keep the answers given; the guard answers the rest with the reason
+                raise
+        pipe.hset(results_key, key, json.dumps(result))
+        pipe.sadd(done, key)
     pipe.expire(results_key, JOB_TTL)
     pipe.expire(done, JOB_TTL)
     pipe.execute()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -37,18 +39,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ValueError("must be a number") from None
-    if value <= 0:
-        raise ValueError("must be > 0")
+    if not math.isfinite(value) or value <= 0:  # inf would wait forever, nan compares false
+        raise ValueError("must be a finite number > 0")
     return value
 
 
+def _data_dir(text: str) -> Path:
+    if not text.strip():  # Path("") is the current directory: never what an empty variable meant
+        raise ValueError("must not be empty (unset it for the default ./.neardup)")
+    return Path(text).expanduser().resolve()
+
+
 def _paths(text: str) -> tuple[Path, ...]:
-    return tuple(Path(p).expanduser().resolve() for p in text.split(os.pathsep) if p.strip())
+    """A JSON list of paths (what to_env writes: a folder name may hold ':'), else ':'-separated."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list of paths: {exc}") from None
+        if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+            raise ValueError("must be a JSON list of strings")
+    else:
+        items = text.split(os.pathsep)
+    return tuple(Path(p).expanduser().resolve() for p in items if p.strip())
+
+
+def _plugin_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names:
+        from importlib.metadata import entry_points
+
+        from common.signals.plugins import (  # local import: only when plugins are named
+            BUILTIN,
+            ENTRY_POINT_GROUP,
+        )
+
+        known = set(BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown plugin {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return names
 
 
 def _optional_str(text: str) -> str | None:
@@ -131,7 +173,7 @@ class Settings:
     )
     data_dir: Path = _env(
         "NEARDUP_DATA_DIR",
-        lambda t: Path(t).expanduser().resolve(),
+        _data_dir,
         Path(".neardup").resolve(),
         "Embedded mode: where the private Redis keeps its AOF index, sockets and logs.",
     )
@@ -155,7 +197,7 @@ class Settings:
     )
     plugins: tuple[str, ...] = _env(
         "NEARDUP_PLUGINS",
-        lambda t: tuple(n.strip() for n in t.split(",") if n.strip()),
+        _plugin_names,
         (),
         "Extra per-product signals (comma-separated plugin names, e.g. garment_hsv): stored at ingest "
         "beside the signatures (they do not decide matches). Changing it needs a re-ingest (--force).",
@@ -170,7 +212,8 @@ class Settings:
         "NEARDUP_FILE_ROOTS",
         _paths,
         (),
-        f"Folders ('{os.pathsep}'-separated) that workers may read local images and file:// URLs from.",
+        f"Folders ('{os.pathsep}'-separated, or a JSON list when a name holds '{os.pathsep}') that workers "
+        "may read local images and file:// URLs from.",
     )
     max_download_bytes: int = _env(
         "NEARDUP_MAX_DOWNLOAD_BYTES", _positive_int, 25 * 1024 * 1024, "Largest image download accepted."
@@ -191,9 +234,11 @@ class Settings:
         "NEARDUP_DOWNLOAD_DEADLINE", _positive_float, 60.0, "Total seconds one download may take."
     )
     fetch_retries: int = _env(
-        "NEARDUP_FETCH_RETRIES", _int, 3, "Retries (with backoff) of 429/5xx/connection errors."
+        "NEARDUP_FETCH_RETRIES", _non_negative_int, 3, "Retries (with backoff) of 429/5xx/connection errors."
     )
-    max_redirects: int = _env("NEARDUP_MAX_REDIRECTS", _int, 5, "Redirects followed, each re-checked.")
+    max_redirects: int = _env(
+        "NEARDUP_MAX_REDIRECTS", _non_negative_int, 5, "Redirects followed, each re-checked."
+    )
     ingest_chunk: int = _env(
         "NEARDUP_INGEST_CHUNK", _positive_int, 16, "Products per ingest task (amortises broker cost)."
     )
@@ -266,8 +311,10 @@ class Settings:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            if isinstance(value, tuple):
-                value = (",".join if f.name == "plugins" else os.pathsep.join)(str(p) for p in value)
+            if isinstance(value, tuple) and f.name == "plugins":
+                value = ",".join(value)
+            elif isinstance(value, tuple):  # paths: a list, never joined on a character a path may hold
+                value = json.dumps([os.fsdecode(p) for p in value])
             elif isinstance(value, bool):
                 value = "1" if value else "0"
             env[f.metadata["env"]] = str(value)

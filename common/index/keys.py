@@ -63,3 +63,13 @@ def job_results(job_id: str) -> str:
 
 def dedup_pairs(job_id: str) -> str:
     return f"{PREFIX}dedup:{job_id}:pairs"
+
+
+def worker_ready(hostname: str) -> str:
+    """Set by a worker the producer started once it consumes (workers.boot): its readiness signal."""
+    return f"{PREFIX}worker:{hostname}:ready"
+
+
+def job_cancelled(job_id: str) -> str:
+    """Set when the command that sent a job was interrupted: workers drop the job's queued tasks."""
+    return f"{PREFIX}job:{job_id}:cancelled"

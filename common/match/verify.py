@@ -38,6 +38,11 @@ class Verdict:
         return self.plausible and self.inliers >= min_inliers
 
 
+# Below this side (after the resize to SIDE) ORB finds nothing anyway: its 31 px edge margin on both
+# sides leaves no room for a keypoint. Such images are indexed without local features.
+MIN_ORB_SIDE = 64
+
+
 def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Features:
     grey = np.asarray(image.convert("L"))
     h, w = grey.shape
@@ -45,6 +50,8 @@ def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Feature
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR  # upscale tiny queries so FAST fires
     grey = cv2.resize(grey, size, interpolation=interp)
+    if min(size) < MIN_ORB_SIDE:  # a 400x1 strip: ORB's pyramid shrinks a side to 0 and OpenCV asserts
+        return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     keypoints, desc = cv2.ORB_create(nfeatures=n_features).detectAndCompute(grey, None)
     if desc is None:
         return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
