@@ -172,9 +172,9 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if len(present) < len(labels["queries"]):
         say(f"calibrate: {len(labels['queries']) - len(present)} labelled queries have no image in {images}")
-    from producer.cli import query_specs
+    from producer.query_inputs import query_specs
 
-    specs, roots = query_specs([str(images / n) for n in present], [], settings.embedded)
+    specs, roots, _ = query_specs([str(images / n) for n in present], [], settings.embedded)
     for spec in specs:
         spec.update(details=True, limit=10_000, **({"preset": args.preset} if args.preset else {}))
     with open_session(settings, roots=roots) as sess:

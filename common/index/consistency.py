@@ -22,12 +22,13 @@ import redis
 from common.errors import ConfigError
 from common.index import keys
 
-# KEYS: rows, ids, cols...  -> {HLEN rows, number of ids, STRLEN of each column}
+# KEYS: rows, ids, free rows, cols...  -> {HLEN rows, number of id lines (row slots), LLEN free rows,
+# STRLEN of each column}
 _COUNTS_LUA = """
 local ids = redis.call('GET', KEYS[2]) or ''
 local _, n_ids = string.gsub(ids, '\\n', '')
-local out = {redis.call('HLEN', KEYS[1]), n_ids}
-for i = 3, #KEYS do
+local out = {redis.call('HLEN', KEYS[1]), n_ids, redis.call('LLEN', KEYS[3])}
+for i = 4, #KEYS do
   out[#out + 1] = redis.call('STRLEN', KEYS[i])
 end
 return out
@@ -52,10 +53,13 @@ class RepairReport:
 def check(r: redis.Redis, scan_signals: Sequence[str]) -> list[str]:
     """What is wrong with the index, in words; [] when rows, ids and columns agree."""
     cols = [keys.column(s) for s in scan_signals]
-    n_rows, n_ids, *lengths = (int(v) for v in r.eval(_COUNTS_LUA, 2 + len(cols), keys.ROWS, keys.IDS, *cols))
+    counts = r.eval(_COUNTS_LUA, 3 + len(cols), keys.ROWS, keys.IDS, keys.FREE_ROWS, *cols)
+    n_rows, n_ids, n_free, *lengths = (int(v) for v in counts)
     problems = []
-    if n_rows != n_ids:
-        problems.append(f"{n_rows} products have a row but {n_ids} ids are listed")
+    if n_rows + n_free != n_ids:  # every row slot holds a product or is free for the next one
+        problems.append(
+            f"{n_rows} products have a row and {n_free} rows are free, but {n_ids} row slots are listed"
+        )
     for signal, length in zip(scan_signals, lengths, strict=True):
         if n_ids and length < 8 * n_ids:  # longer is harmless (bulk reads cut at the ids)
             problems.append(f"{signal}: {length // 8} signatures for {n_ids} ids")
@@ -68,19 +72,6 @@ def require_consistent(r: redis.Redis, scan_signals: Sequence[str]) -> None:
         raise IndexInconsistent(
             "index_inconsistent", f"the index is inconsistent ({'; '.join(problems)}): {REPAIR_HINT}"
         )
-
-
-def problems_in_bulk(ids: Sequence[str], n_rows: int, column_lengths: dict[str, int]) -> list[str]:
-    """The same verdict on data already read (a worker's full load), plus duplicate ids."""
-    problems = []
-    if n_rows != len(ids):
-        problems.append(f"{n_rows} products have a row but {len(ids)} ids are listed")
-    if len(set(ids)) != len(ids):
-        problems.append(f"{len(ids) - len(set(ids))} ids are listed twice")
-    for signal, length in column_lengths.items():
-        if length < 8 * len(ids):
-            problems.append(f"{signal}: {length // 8} signatures for {len(ids)} ids")
-    return problems
 
 
 def _text(value: object) -> str:
@@ -100,10 +91,13 @@ def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[s
     while True:
         with r.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(keys.ROWS, keys.IDS, keys.VERSION, *cols)
+                pipe.watch(keys.ROWS, keys.IDS, keys.VERSION, keys.FREE_ROWS, keys.ROW_PATCH, *cols)
                 problems = check(pipe, scan_signals)
                 rows = {_text(k): int(v) for k, v in pipe.hgetall(keys.ROWS).items()}
                 ids = _text(pipe.get(keys.IDS) or b"").split("\n")[:-1]
+                for row, pid in pipe.hgetall(keys.ROW_PATCH).items():  # rows changed since IDS was written
+                    if int(row) < len(ids):
+                        ids[int(row)] = _text(pid)
                 columns = [_raw(pipe.get(c)) for c in cols]
                 usable = min([len(c) // 8 for c in columns], default=0)
                 owners: dict[int, list[str]] = {}
@@ -117,7 +111,8 @@ def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[s
                 keep_ids = {pid for _, pid in kept}
                 dropped = sorted(set(rows) - keep_ids)
                 pipe.multi()
-                pipe.delete(keys.ROWS, keys.IDS)
+                pipe.delete(keys.ROWS, keys.IDS, keys.FREE_ROWS, keys.ROW_PATCH)
+                pipe.set(keys.ROW_COUNT, len(kept))  # rows renumbered 0..kept-1: no free slots left
                 if kept:
                     pipe.hset(keys.ROWS, mapping={pid: i for i, (_, pid) in enumerate(kept)})
                     pipe.set(keys.IDS, "".join(f"{pid}\n" for _, pid in kept))
