@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,20 @@ def test_pipeline_stores_common_pdq() -> None:
     bits, quality = pdq.compute(np.asarray(work))
     assert pipeline._pdq(work) == pdq.pack(bits) + bytes([quality])
     assert pipeline.describe(image)[pipeline.PDQ] == pdq.pack(bits) + bytes([quality])
+
+
+def test_describe_never_imports_pdqhash() -> None:
+    """pdqhash is optional (the `bench` extra): a describe with it unimportable still stores PDQ."""
+    code = (
+        "import sys; sys.modules['pdqhash'] = None\n"  # any `import pdqhash` now raises ImportError
+        "from PIL import Image\n"
+        "from common import pipeline\n"
+        "sigs = pipeline.describe(Image.radial_gradient('L').convert('RGB'))\n"
+        "print(len(sigs[pipeline.PDQ]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "33"
 
 
 def _live_cases() -> list[np.ndarray]:
