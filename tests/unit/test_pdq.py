@@ -192,5 +192,49 @@ def test_bad_input_is_a_clear_error() -> None:
         pdq.compute(np.zeros((3, 4, 5, 6), np.uint8))
 
 
+def _box1d_reference(line: np.ndarray, w: int) -> np.ndarray:
+    """box1DFloat from downscaling.cpp, transcribed loop for loop in float32 scalars."""
+    f32, n, h = np.float32, len(line), (w + 2) // 2
+    out, total, size, ri, li = np.zeros(n, f32), f32(0), 0, 0, 0
+    for _ in range(h - 1):  # phase 1
+        total, size, ri = f32(total + line[ri]), size + 1, ri + 1
+    for oi in range(w - h + 1):  # phase 2
+        total, size = f32(total + line[ri]), size + 1
+        out[oi], ri = f32(total / f32(size)), ri + 1
+    for oi in range(w - h + 1, n - h + 1):  # phase 3
+        total = f32(f32(total + line[ri]) - line[li])
+        out[oi], ri, li = f32(total / f32(size)), ri + 1, li + 1
+    for oi in range(n - h + 1, n):  # phase 4
+        total, size = f32(total - line[li]), size - 1
+        out[oi], li = f32(total / f32(size)), li + 1
+    return out
+
+
+@pytest.mark.parametrize(("n", "w"), [(5, 1), (9, 2), (40, 3), (77, 4), (200, 5), (130, 6)])
+def test_box_filter_rounds_like_the_cpp(n: int, w: int) -> None:
+    """The vectorised running sums (np.add.reduce down axis 0, lanes side by side) give the C++'s
+    sequential float32 sums exactly: checked here without pdqhash, on this numpy."""
+    rng = np.random.default_rng(n * 10 + w)
+    x = (rng.random((n, 7)) * 255).astype(np.float32)
+    want = np.stack([_box1d_reference(x[:, j], w) for j in range(7)], axis=1)
+    assert np.array_equal(pdq._box(x, w, None, "test"), want)
+    keep = np.unique(rng.integers(0, n, 9))
+    assert np.array_equal(pdq._box(x, w, keep, "test"), want[keep])
+
+
+def test_dct_sums_in_index_order() -> None:
+    """Flat input makes every coefficient a cancellation residue, so any other summation order
+    shows (it did, with a transposed operand: numpy then summed pairwise)."""
+    f32 = np.float32
+    for a in (np.full((64, 64), 255, f32), (np.random.default_rng(1).random((64, 64)) * 255).astype(f32)):
+        t = np.zeros((16, 64), f32)
+        for k in range(64):
+            t = t + pdq._D[:, k, None] * a[None, k, :]
+        want = np.zeros((16, 16), f32)
+        for k in range(64):
+            want = want + t[:, k, None] * pdq._D[None, :, k]
+        assert np.array_equal(pdq._dct16(a), want)
+
+
 if __name__ == "__main__":
     _write_golden()
