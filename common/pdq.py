@@ -55,15 +55,21 @@ _local = threading.local()
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """pdqhash's luma of an H x W x 3 uint8 array: (R * 0.299 + G * 0.587) + B * 0.114 in float64,
-    stored as float32 (the same operations numpy runs for pdqhash's expression, into reused buffers)."""
+    stored as float32 (the same operations numpy runs for pdqhash's expression)."""
+    return _luma(rgb).copy()
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """luma() into reused buffers; the result is a scratch buffer (valid until the next call)."""
     shape = rgb.shape[:2]
     acc, term = _scratch("luma", shape, np.float64), _scratch("luma2", shape, np.float64)
     np.multiply(rgb[:, :, 0], 0.299, out=acc)
     np.multiply(rgb[:, :, 1], 0.587, out=term)
     acc += term
     np.multiply(rgb[:, :, 2], 0.114, out=term)
-    acc += term
-    return acc.astype(F32)
+    out = _scratch("luma32", shape)
+    np.add(acc, term, out=out, casting="same_kind")  # a float64 sum, rounded to float32 like astype
+    return out
 
 
 def _window(old: int) -> int:
@@ -122,17 +128,16 @@ def _plan(n: int, w: int, keep: tuple[int, ...] | None) -> _Plan:
 
 
 def _scratch(tag: str, shape: tuple[int, ...], dtype: type = F32) -> np.ndarray:
-    """A reusable per-thread buffer: the passes' arrays are a few MB each, and glibc hands blocks
-    that large back to the kernel on free, so fresh ones page-fault in on every image (measured:
-    it doubled the cost). Each buffer is overwritten by the next image of the same size."""
-    bufs = _local.__dict__.setdefault("bufs", {})
-    key = (tag, shape, dtype)
-    buf = bufs.get(key)
-    if buf is None:
-        if len(bufs) > 64:  # many distinct sizes: start over rather than grow without bound
-            bufs.clear()
-        buf = bufs[key] = np.empty(shape, dtype)
-    return buf
+    """A reusable per-thread buffer of `shape`, a view of one growing block per tag: the passes'
+    arrays are a few MB each, and glibc hands blocks that large back to the kernel on free, so
+    fresh ones page-fault in on every image (measured: it doubled the cost); one block per tag,
+    whatever the image size, also keeps the working set small. Overwritten by the next call."""
+    blocks = _local.__dict__.setdefault("blocks", {})
+    size = math.prod(shape)
+    block = blocks.get((tag, dtype))
+    if block is None or block.size < size:
+        block = blocks[(tag, dtype)] = np.empty(size, dtype)
+    return block[:size].reshape(shape)
 
 
 def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray:
@@ -146,14 +151,15 @@ def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray
     after row in order (pairwise summation only applies along the contiguous axis), so reducing
     segment g gives the exact running sum that starts segment g + 1. Then, if every output is
     wanted, all segments are scanned side by side (~sqrt(2n) steps). `keep`: wanted output rows.
-    The result lives in a scratch buffer (`tag`): valid until the next call with the same tag."""
+    The result lives in the scratch buffer `tag`: valid until the next call with the same tag
+    (the input may be the previous pass's result: it is copied before anything is written)."""
     n, m = x.shape
     plan = _plan(n, w, None if keep is None else tuple(int(i) for i in keep))
-    source = _scratch(tag + "src", (2 * n + 1, m))
-    source[:n] = x
-    np.negative(x, out=source[n : 2 * n])
+    source = _scratch("src", (2 * n + 1, m))
+    source[:n] = x  # for the row passes x is a transposed view: read it once
+    np.negative(source[:n], out=source[n : 2 * n])
     source[2 * n] = 0
-    flat = _scratch(tag + "buf", (plan.segments * plan.width, m))
+    flat = _scratch("buf", (plan.segments * plan.width, m))
     np.take(source, plan.gather, axis=0, out=flat)
     buf = flat.reshape(plan.segments, plan.width, m)
     for g in range(plan.segments - 1):
@@ -161,7 +167,7 @@ def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray
     if plan.full:
         for j in range(1, plan.width):
             np.add(buf[:, j - 1], buf[:, j], out=buf[:, j])
-    out = _scratch(tag + "out", (len(plan.out_rows), m))
+    out = _scratch(tag, (len(plan.out_rows), m))
     np.take(flat, plan.out_rows, axis=0, out=out)
     out /= plan.size[:, None]
     return out
@@ -178,8 +184,8 @@ def _downsample(buf: np.ndarray) -> np.ndarray:
     ci = (((np.arange(64) + 0.5) * cols) / 64).astype(np.int64)
     for rep in range(_NUM_PASSES):
         last = rep == _NUM_PASSES - 1
-        across = _box(buf.T, w_rows, ci if last else None, f"r{rep}")  # along rows: (cols or 64, rows)
-        buf = _box(across.T, w_cols, ri if last else None, f"c{rep}")  # along columns: (rows or 64, ...)
+        across = _box(buf.T, w_rows, ci if last else None, "across")  # along rows: (cols or 64, rows)
+        buf = _box(across.T, w_cols, ri if last else None, "down")  # along columns: (rows or 64, ...)
     return buf.copy()
 
 
@@ -214,7 +220,7 @@ def _bits(dct: np.ndarray) -> np.ndarray:
 
 def _as_luma(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
-        return luma(image)
+        return _luma(image)
     if image.ndim == 2:
         return np.ascontiguousarray(image, dtype=F32)
     raise ValueError(f"PDQ needs an H x W x 3 RGB or H x W luma array, got shape {image.shape}")
