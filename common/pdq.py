@@ -7,13 +7,16 @@ bits, not merely close ones: every float32 operation happens in the reference's 
 - luma: what pdqhash's binding does (float64 0.299 R + 0.587 G + 0.114 B, then float32);
 - blur: two X,Y passes of a 1-D box filter (Jarosz tent) whose running float32 sum adds the
   entering pixel, then subtracts the leaving one. The C++ keeps one running sum per line, so the
-  rounding of every output depends on the whole sequence before it; np.cumsum (add.accumulate) is
-  sequential too, so the adds and subtracts are laid out interleaved in one array per line and
-  accumulated in one call: bit-for-bit the same sums, vectorised across all lines at once;
+  rounding of every output depends on the whole line before it: the sums are reproduced in order,
+  vectorised across all lines at once (see _box);
 - decimation to 64x64 at pixel centres; quality = clipped sum of quantised gradients / 90;
-- the 16x16 slice of the 2-D DCT as two float32 matrix products accumulated in index order
-  (again via cumsum: a BLAS dot or np.sum would sum pairwise and round differently);
+- the 16x16 slice of the 2-D DCT as two float32 matrix products whose sums run in index order
+  (a BLAS product or np.sum would add pairwise and round differently; see _dct16);
 - bits = coefficient > median (Torben's median of 256 is the 128th smallest value).
+
+The order-preserving sums rest on one numpy behaviour: np.add.reduce down axis 0 of a C-contiguous
+array with two or more columns adds row after row. tests/unit/test_pdq.py checks it against loop
+transcriptions of the C++ and against pdqhash (golden file; live when pdqhash is installed).
 
 Bits come out in pdqhash's order (hash bit k of coefficient k = 16 i + j is element 255 - k), so
 np.packbits(bits) is the same 32 bytes the pipeline stored from pdqhash. The dihedral hashes come
@@ -22,9 +25,11 @@ from sign flips and transposes of the DCT, as in the reference, so they cost alm
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -50,24 +55,24 @@ def _dct_matrix() -> np.ndarray:
 
 _D = _dct_matrix()
 _DT = np.ascontiguousarray(_D.T)
-_local = threading.local()
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """pdqhash's luma of an H x W x 3 uint8 array: (R * 0.299 + G * 0.587) + B * 0.114 in float64,
     stored as float32 (the same operations numpy runs for pdqhash's expression)."""
-    return _luma(rgb).copy()
+    with _workspace() as ws:
+        return _luma(rgb, ws).copy()
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """luma() into reused buffers; the result is a scratch buffer (valid until the next call)."""
+def _luma(rgb: np.ndarray, ws: _Workspace) -> np.ndarray:
+    """luma() into the workspace's buffers (the result is one of them)."""
     shape = rgb.shape[:2]
-    acc, term = _scratch("luma", shape, np.float64), _scratch("luma2", shape, np.float64)
+    acc, term = ws.get("luma", shape, np.float64), ws.get("luma2", shape, np.float64)
     np.multiply(rgb[:, :, 0], 0.299, out=acc)
     np.multiply(rgb[:, :, 1], 0.587, out=term)
     acc += term
     np.multiply(rgb[:, :, 2], 0.114, out=term)
-    out = _scratch("luma32", shape)
+    out = ws.get("luma32", shape)
     np.add(acc, term, out=out, casting="same_kind")  # a float64 sum, rounded to float32 like astype
     return out
 
@@ -127,20 +132,46 @@ def _plan(n: int, w: int, keep: tuple[int, ...] | None) -> _Plan:
     return _Plan(gather, segments, width, full, out_rows, size)
 
 
-def _scratch(tag: str, shape: tuple[int, ...], dtype: type = F32) -> np.ndarray:
-    """A reusable per-thread buffer of `shape`, a view of one growing block per tag: the passes'
-    arrays are a few MB each, and glibc hands blocks that large back to the kernel on free, so
-    fresh ones page-fault in on every image (measured: it doubled the cost); one block per tag,
-    whatever the image size, also keeps the working set small. Overwritten by the next call."""
-    blocks = _local.__dict__.setdefault("blocks", {})
-    size = math.prod(shape)
-    block = blocks.get((tag, dtype))
-    if block is None or block.size < size:
-        block = blocks[(tag, dtype)] = np.empty(size, dtype)
-    return block[:size].reshape(shape)
+class _Workspace:
+    """Reusable buffers, one growing block per role: the passes' arrays are a few MB each, and glibc
+    hands blocks that large back to the kernel on free, so fresh ones page-fault in on every image
+    (measured: it doubled the cost); one block per role, whatever the pass, keeps the working set
+    small. A buffer is overwritten by the next request for the same role."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[str, type], np.ndarray] = {}
+
+    def get(self, tag: str, shape: tuple[int, ...], dtype: type = F32) -> np.ndarray:
+        size = math.prod(shape)
+        block = self.blocks.get((tag, dtype))
+        if block is None or block.size < size:
+            block = self.blocks[(tag, dtype)] = np.empty(size, dtype)
+        return block[:size].reshape(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks.values())
 
 
-def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray:
+# Idle workspaces: as many as hashes ever ran at once (describe runs two at a time in the ingest
+# worker, whichever of its download threads does it), not one per thread.
+_idle: list[_Workspace] = []
+_idle_lock = threading.Lock()
+_KEEP_BYTES = 64 * 1024 * 1024  # a workspace grown by a huge image is dropped, not kept
+
+
+@contextlib.contextmanager
+def _workspace() -> Iterator[_Workspace]:
+    with _idle_lock:
+        ws = _idle.pop() if _idle else _Workspace()
+    try:
+        yield ws
+    finally:
+        if ws.nbytes() <= _KEEP_BYTES:
+            with _idle_lock:
+                _idle.append(ws)
+
+
+def _box(x: np.ndarray, w: int, keep: np.ndarray | None, ws: _Workspace, tag: str) -> np.ndarray:
     """box1DFloat down axis 0 of a float32 array (n steps, m lines), all m lines at once.
 
     The C++ keeps one running float32 sum per line, adding the entering pixel and subtracting the
@@ -151,15 +182,17 @@ def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray
     after row in order (pairwise summation only applies along the contiguous axis), so reducing
     segment g gives the exact running sum that starts segment g + 1. Then, if every output is
     wanted, all segments are scanned side by side (~sqrt(2n) steps). `keep`: wanted output rows.
-    The result lives in the scratch buffer `tag`: valid until the next call with the same tag
-    (the input may be the previous pass's result: it is copied before anything is written)."""
+    The result is the workspace buffer `tag` (the input may be the previous pass's result: it is
+    copied before anything is written)."""
     n, m = x.shape
+    if m < 2:  # one column: numpy would reduce it pairwise (see the module docstring)
+        raise ValueError("PDQ's box filter needs at least two lines")
     plan = _plan(n, w, None if keep is None else tuple(int(i) for i in keep))
-    source = _scratch("src", (2 * n + 1, m))
+    source = ws.get("src", (2 * n + 1, m))
     source[:n] = x  # for the row passes x is a transposed view: read it once
     np.negative(source[:n], out=source[n : 2 * n])
     source[2 * n] = 0
-    flat = _scratch("buf", (plan.segments * plan.width, m))
+    flat = ws.get("buf", (plan.segments * plan.width, m))
     np.take(source, plan.gather, axis=0, out=flat)
     buf = flat.reshape(plan.segments, plan.width, m)
     for g in range(plan.segments - 1):
@@ -167,13 +200,13 @@ def _box(x: np.ndarray, w: int, keep: np.ndarray | None, tag: str) -> np.ndarray
     if plan.full:
         for j in range(1, plan.width):
             np.add(buf[:, j - 1], buf[:, j], out=buf[:, j])
-    out = _scratch(tag, (len(plan.out_rows), m))
+    out = ws.get(tag, (len(plan.out_rows), m))
     np.take(flat, plan.out_rows, axis=0, out=out)
     out /= plan.size[:, None]
     return out
 
 
-def _downsample(buf: np.ndarray) -> np.ndarray:
+def _downsample(buf: np.ndarray, ws: _Workspace) -> np.ndarray:
     """jaroszFilterFloat (2 x rows then columns) and decimateFloat to 64 x 64.
 
     Only the pixels the decimation reads are finished: the last row pass writes only the 64
@@ -184,8 +217,8 @@ def _downsample(buf: np.ndarray) -> np.ndarray:
     ci = (((np.arange(64) + 0.5) * cols) / 64).astype(np.int64)
     for rep in range(_NUM_PASSES):
         last = rep == _NUM_PASSES - 1
-        across = _box(buf.T, w_rows, ci if last else None, "across")  # along rows: (cols or 64, rows)
-        buf = _box(across.T, w_cols, ri if last else None, "down")  # along columns: (rows or 64, ...)
+        across = _box(buf.T, w_rows, ci if last else None, ws, "across")  # along rows: (cols or 64, rows)
+        buf = _box(across.T, w_cols, ri if last else None, ws, "down")  # along columns: (rows or 64, ...)
     return buf.copy()
 
 
@@ -218,37 +251,47 @@ def _bits(dct: np.ndarray) -> np.ndarray:
     return (flat > median)[::-1].astype(np.uint8)
 
 
-def _as_luma(image: np.ndarray) -> np.ndarray:
+def _as_luma(image: np.ndarray, ws: _Workspace) -> np.ndarray:
     if image.ndim == 3:
-        return _luma(image)
+        return _luma(image, ws)
     if image.ndim == 2:
         return np.ascontiguousarray(image, dtype=F32)
     raise ValueError(f"PDQ needs an H x W x 3 RGB or H x W luma array, got shape {image.shape}")
 
 
 def float_luma(lum: np.ndarray, *, skip_filter_at_64: bool = True) -> tuple[np.ndarray, int]:
-    """The 16 x 16 DCT buffer and quality of a float32 luma array (pdqFloat256FromFloatLuma).
+    """The 16 x 16 DCT buffer and quality of a float32 luma array of at least 5 x 5
+    (pdqFloat256FromFloatLuma; pdqhash.compute_float returns the same buffer flattened, reversed).
 
     A 64 x 64 input is used as is, unfiltered, as the reference's single-hash path does (its
     dihedral path always filters: skip_filter_at_64=False)."""
-    small = lum.astype(F32) if skip_filter_at_64 and lum.shape == (64, 64) else _downsample(lum)
+    if min(lum.shape) < _MIN_DIM:
+        raise ValueError(f"PDQ needs at least {_MIN_DIM} x {_MIN_DIM} pixels, got {lum.shape}")
+    with _workspace() as ws:
+        return _float_luma(np.asarray(lum, F32), ws, skip_filter_at_64=skip_filter_at_64)
+
+
+def _float_luma(lum: np.ndarray, ws: _Workspace, *, skip_filter_at_64: bool) -> tuple[np.ndarray, int]:
+    small = lum.astype(F32) if skip_filter_at_64 and lum.shape == (64, 64) else _downsample(lum, ws)
     return _dct16(small), _quality(small)
 
 
 def compute(image: np.ndarray) -> tuple[np.ndarray, int]:
     """(256 bits as uint8 0/1, quality 0..100) of an RGB uint8 (or float luma) array, as
     pdqhash.compute returns them."""
-    lum = _as_luma(image)
-    if min(lum.shape) < _MIN_DIM:
-        return np.zeros(256, np.uint8), 0
-    dct, quality = float_luma(lum)
+    with _workspace() as ws:
+        lum = _as_luma(image, ws)
+        if min(lum.shape) < _MIN_DIM:
+            return np.zeros(256, np.uint8), 0
+        dct, quality = _float_luma(lum, ws, skip_filter_at_64=True)
     return _bits(dct), quality
 
 
 def dihedral_dcts(dct: np.ndarray) -> list[np.ndarray]:
-    """The DCT buffers of the eight dihedral images (DIHEDRAL order), from the original's: an odd
-    horizontal frequency flips sign under a left-right mirror, an odd vertical one under up-down,
-    and a transpose swaps the axes (the reference's dct16OriginalTo* functions)."""
+    """The DCT buffers of the eight dihedral images (DIHEDRAL order), from the original's: a left-
+    right mirror flips the sign of odd horizontal frequencies, an up-down one of odd vertical ones
+    (even indices: the 16 x 16 slice starts at frequency 1), and a transpose swaps the axes (the
+    reference's dct16OriginalTo* functions)."""
     col_odd = (np.arange(16) & 1).astype(bool)[None, :]  # j odd
     row_odd = col_odd.T  # i odd
     sum_odd = row_odd ^ col_odd
@@ -266,10 +309,11 @@ def dihedral_dcts(dct: np.ndarray) -> list[np.ndarray]:
 
 def compute_dihedral(image: np.ndarray) -> tuple[list[np.ndarray], int]:
     """The eight dihedral hashes (DIHEDRAL order) and the quality, as pdqhash.compute_dihedral."""
-    lum = _as_luma(image)
-    if min(lum.shape) < _MIN_DIM:
-        return [np.zeros(256, np.uint8) for _ in DIHEDRAL], 0
-    dct, quality = float_luma(lum, skip_filter_at_64=False)
+    with _workspace() as ws:
+        lum = _as_luma(image, ws)
+        if min(lum.shape) < _MIN_DIM:
+            return [np.zeros(256, np.uint8) for _ in DIHEDRAL], 0
+        dct, quality = _float_luma(lum, ws, skip_filter_at_64=False)
     return [_bits(d) for d in dihedral_dcts(dct)], quality
 
 

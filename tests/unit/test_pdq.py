@@ -190,6 +190,20 @@ def test_luma_input_and_small_images() -> None:
 def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="H x W x 3"):
         pdq.compute(np.zeros((3, 4, 5, 6), np.uint8))
+    with pytest.raises(ValueError, match="at least 5 x 5"):
+        pdq.float_luma(np.zeros((4, 64), np.float32))
+
+
+def test_threads_share_a_few_workspaces() -> None:
+    """Hashing from many threads gives the same bits and keeps no workspace per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [np.asarray(photo_like(300 + 20 * i, 400, seed=i)) for i in range(12)]
+    want = [_hex(pdq.compute(a)[0]) for a in images]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda a: _hex(pdq.compute(a)[0]), images * 3))
+    assert got == want * 3
+    assert len(pdq._idle) <= 8
 
 
 def _box1d_reference(line: np.ndarray, w: int) -> np.ndarray:
@@ -217,9 +231,9 @@ def test_box_filter_rounds_like_the_cpp(n: int, w: int) -> None:
     rng = np.random.default_rng(n * 10 + w)
     x = (rng.random((n, 7)) * 255).astype(np.float32)
     want = np.stack([_box1d_reference(x[:, j], w) for j in range(7)], axis=1)
-    assert np.array_equal(pdq._box(x, w, None, "test"), want)
+    assert np.array_equal(pdq._box(x, w, None, pdq._Workspace(), "out"), want)
     keep = np.unique(rng.integers(0, n, 9))
-    assert np.array_equal(pdq._box(x, w, keep, "test"), want[keep])
+    assert np.array_equal(pdq._box(x, w, keep, pdq._Workspace(), "out"), want[keep])
 
 
 def test_dct_sums_in_index_order() -> None:
