@@ -28,7 +28,11 @@ done
 pythons=("$@")
 [ ${#pythons[@]} -gt 0 ] || pythons=(python3.11 python3.12 python3.13)
 for py in "${pythons[@]}"; do
-  exe=$(command -v "$py") || { echo "$py: not found, skipped"; continue; }
+  exe=""
+  # The real interpreter, not a launcher (a pyenv shim needs pyenv itself on PATH).
+  exe=$("$py" -c 'import sys; print(sys.executable)' 2>/dev/null) ||
+    exe=$(ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/"$py" 2>/dev/null | tail -1)
+  [ -n "$exe" ] || { echo "$py: not found, skipped"; continue; }
   ln -sf "$exe" "$nocc/$py"
 done
 git -C "$root" archive HEAD | tar x -C "$work" --one-top-level=src  # the committed tree only
@@ -50,11 +54,11 @@ assert len(sigs[pipeline.PDQ]) == 33
   else
     status=1
     echo "$py: FAILED"
-    grep -E "^ERROR|Error" "$log" | head -5
+    grep -v "^WARNING" "$log" | tail -5
   fi
 done
-if [ "${PLATFORMS:-0}" = 1 ]; then
-  vpy=$(ls -d "$work"/venv-* | head -1)/bin/python
+vpy=$(ls -d "$work"/venv-*/bin/python 2>/dev/null | head -1)
+if [ "${PLATFORMS:-0}" = 1 ] && [ -n "$vpy" ]; then
   declare -A plat=(
     [linux_x86_64]="manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_12_x86_64 manylinux2010_x86_64 manylinux_2_5_x86_64 manylinux1_x86_64"
     [linux_aarch64]="manylinux_2_17_aarch64 manylinux2014_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64"
