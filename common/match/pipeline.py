@@ -35,7 +35,7 @@ from common.index import embeddings, hamming, orb_words
 from common.index.snapshot import Snapshot
 from common.match import verify
 from common.match.presets import Rule
-from common.signals import embedding, normalise, plugins
+from common.signals import embedding, normalise, pdq, plugins
 from common.signals.imaging import decode
 from common.signals.signatures import DHASH, dhash64, pack64, unpack64
 
@@ -57,7 +57,7 @@ SHA = "sha256p64@1"  # first 8 bytes of sha256 of the raw file (of the RGB pixel
 PHASH = "phash64@1"  # imagehash.phash(image), 64 bits
 DHASH_TRIM = "dhash64.trim@1"  # dHash of the content box inside uniform borders
 DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
-PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
+PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100): common.signals.pdq, = pdqhash 0.2.8
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs beside the signatures.
@@ -118,10 +118,9 @@ class Match:
 
 
 def _pdq(image: Image.Image) -> bytes:
-    import pdqhash  # imported here: only the verified presets need it, and it is a compiled wheel
-
-    bits, quality = pdqhash.compute(np.asarray(image.convert("RGB")))
-    return np.packbits(bits.astype(np.uint8)).tobytes() + bytes([max(0, min(100, int(quality)))])
+    # common.signals.pdq is bit-identical to pdqhash (tests/unit/test_pdq.py), so PDQ stays pdq256@1.
+    bits, quality = pdq.compute(np.asarray(image.convert("RGB")))
+    return pdq.pack(bits) + bytes([max(0, min(100, int(quality)))])
 
 
 def _phash(image: Image.Image) -> int:
