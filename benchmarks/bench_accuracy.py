@@ -7,6 +7,7 @@ present and on a generated labelled set:
     python benchmarks/bench_accuracy.py --generated 300 --no-devset
     python benchmarks/bench_accuracy.py --scale 1000000   # also: per-query cost at 1M synthetic rows
     python benchmarks/bench_accuracy.py --system          # the real system: `neardup run` per preset
+    python benchmarks/bench_accuracy.py --seller-seeds 1,2   # + recall per seller-edit family
     python benchmarks/bench_accuracy.py --upscale 2       # devset x2 (720x1080, JPEG q92, temp dir)
     NEARDUP_DECODE=draft python benchmarks/bench_accuracy.py   # the reduced-decode signal set
 
@@ -306,6 +307,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--upscale", type=float, default=0, help="devset rescaled by this factor (temp copy), instead"
     )
+    ap.add_argument("--set", type=Path, action="append", help="a seller-edits set dir (seller_edits.py)")
+    ap.add_argument("--seller-seeds", default="", help="build seller-edits sets with these seeds, e.g. 1,2")
+    ap.add_argument("--per-family", type=int, default=40, help="queries per family in --seller-seeds sets")
+    ap.add_argument("--seller-generated", type=int, default=100, help="generated tops in those sets")
     args = ap.parse_args(argv)
     mode = "system (neardup run, embedded stack)" if args.system else "in-process (describe + find_matches)"
     print(f"mode: {mode}; decode: {pipeline.DECODE} (NEARDUP_DECODE)")
@@ -327,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             samplegen.generate(tmp, args.generated, args.per_kind, args.seed)
             out["generated"] = run(Path(tmp), f"generated (seed {args.seed})")
+    if args.set or args.seller_seeds:
+        import _families  # benchmarks/: recall per seller-edit family, held-apart and tune parts
+
+        out["families"] = _families.run(args, MemoryIndex)
     if args.scale:
         folder = args.devset if (args.devset / "labels.json").is_file() else ROOT / "samples"
         measure_scale(args.scale, folder, args.workers)

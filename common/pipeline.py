@@ -115,6 +115,21 @@ def _pdq(image: Image.Image) -> bytes:
     return np.packbits(bits.astype(np.uint8)).tobytes() + bytes([max(0, min(100, int(quality)))])
 
 
+# Index of the left-right mirror among the eight dihedral PDQ hashes (pdqhash.compute_dihedral order).
+PDQ_MIRROR = 5
+
+
+def pdq_dihedral(image: Image.Image) -> list[bytes]:
+    """PDQ of `image` and of its seven rotations/mirrors (one DCT), as 33-byte blobs; [0] is _pdq's.
+
+    The one place the dihedral PDQ implementation is called (swap for common.pdq when it lands)."""
+    import pdqhash
+
+    hashes, quality = pdqhash.compute_dihedral(np.asarray(image.convert("RGB")))
+    q = bytes([max(0, min(100, int(quality)))])
+    return [np.packbits(h.astype(np.uint8)).tobytes() + q for h in hashes]
+
+
 def _phash(image: Image.Image) -> int:
     return int(str(imagehash.phash(image)), 16)
 
