@@ -103,9 +103,13 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
     }
 
 
-def _describe_file(path: str) -> dict[str, bytes]:
+def _describe_file(path: str, query: bool = False) -> dict[str, bytes]:
     # The workers' own decode + describe, in the mode NEARDUP_DECODE selects (exact or draft).
-    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9)
+    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9, query=query)
+
+
+def _describe_query(path: str) -> dict[str, bytes]:
+    return _describe_file(path, query=True)
 
 
 def _upscale_file(job: tuple[str, str, float]) -> None:
@@ -131,9 +135,10 @@ def upscaled_copy(folder: Path, factor: float, dest: Path, workers: int) -> Path
     return dest
 
 
-def describe_all(paths: list[Path], workers: int) -> list[dict[str, bytes]]:
+def describe_all(paths: list[Path], workers: int, query: bool = False) -> list[dict[str, bytes]]:
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_describe_file, [str(p) for p in paths], chunksize=8))
+        fn = _describe_query if query else _describe_file
+        return list(pool.map(fn, [str(p) for p in paths], chunksize=8))
 
 
 class MemoryIndex:
@@ -156,7 +161,7 @@ def evaluate(folder: Path, workers: int, title: str) -> dict[str, dict]:
     t0 = time.perf_counter()
     inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
     names = list(labels["queries"])
-    qs = describe_all([folder / "queries" / n for n in names], workers)
+    qs = describe_all([folder / "queries" / n for n in names], workers, query=True)
     n_img = len(inv) + len(qs)
     print(
         f"\n== {title}: {len(inv)} products, {len(qs)} queries "
@@ -268,7 +273,7 @@ def measure_scale(n_rows: int, folder: Path, workers: int, n_queries: int = 100)
     labels = json.loads((folder / "labels.json").read_text())
     inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
     names = list(labels["queries"])[:n_queries]
-    qs = describe_all([folder / "queries" / n for n in names], workers)
+    qs = describe_all([folder / "queries" / n for n in names], workers, query=True)
     rng = np.random.default_rng(0)
     fake_ids = [f"9{i:09d}" for i in range(n_rows)]
     snap = Snapshot(pipeline.SCAN_SIGNALS)

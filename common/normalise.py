@@ -74,6 +74,31 @@ def trim_box(image: Image.Image) -> tuple[int, int, int, int]:
     )
 
 
+# Salt-and-pepper noise: single pixels far outside the range of their 8 neighbours. Measured on the
+# devset (grey working copy): no inventory photo has more than 1e-5 of such pixels at a margin of 100
+# grey levels, nor any other edited query more than 2e-5; speckled queries have 3e-4 and up (those
+# rescaled down after the noise excepted: averaging already blurred the specks away).
+_SPECK = 100
+_SPECKLED = 2e-4
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+
+
+def despeckled(image: Image.Image) -> Image.Image:
+    """`image` through a 3x3 median when it carries salt-and-pepper noise, else `image` itself.
+
+    The textbook cure, applied only where it helps: a median also softens fine texture, so clean
+    photos (every inventory photo, in practice) pass through untouched. About 0.3 ms at 540 px."""
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    # uint8 saturating differences: a pixel above its brightest neighbour, below its darkest
+    salt = cv2.subtract(grey, cv2.dilate(grey, _RING))
+    pepper = cv2.subtract(cv2.erode(grey, _RING), grey)
+    spikes = cv2.countNonZero(cv2.threshold(cv2.max(salt, pepper), _SPECK, 255, cv2.THRESH_BINARY)[1])
+    if spikes < _SPECKLED * grey.size:
+        return image
+    return Image.fromarray(cv2.medianBlur(rgb, 3))
+
+
 def trimmed(image: Image.Image) -> Image.Image:
     box = trim_box(image)
     return image if box == (0, 0, *image.size) else image.crop(box)

@@ -58,6 +58,13 @@ DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDO
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100)
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
+# Query-side views of the left-right mirror (never stored: a mirrored query is compared with the
+# stored columns and blobs as they are, so mirrors cost the index nothing).
+DHASH_MIRROR = "dhash64.mirror@1"  # dHash (box pre-reduced) of the mirrored working copy
+PHASH_MIRROR = "phash64.mirror@1"  # pHash of the mirrored working copy
+PDQ_MIRROR_KEY = "pdq256.mirror@1"  # PDQ of the mirrored working copy (same layout as PDQ)
+ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack)
+THUMB_FINE = "thumb.fine@1"  # the query's thumbnail at twice thumb@1's size (verify.thumbnail)
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
 PLUGINS = plugins.load(_SETTINGS.plugins)
 
@@ -152,18 +159,23 @@ def decode_for(data: bytes, max_pixels: int, mode: str = DECODE) -> Image.Image:
     return decode(data, max_pixels, draft_side=_WORK_SIDE if mode == DRAFT else None)
 
 
-def describe_bytes(data: bytes, max_pixels: int, mode: str = DECODE) -> dict[str, bytes]:
+def describe_bytes(
+    data: bytes, max_pixels: int, mode: str = DECODE, query: bool = False
+) -> dict[str, bytes]:
     """Decode (guarded) and describe: what ingest and queries both run, so they always agree."""
-    return describe(decode_for(data, max_pixels, mode), data, mode)
+    return describe(decode_for(data, max_pixels, mode), data, mode, query)
 
 
-def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -> dict[str, bytes]:
+def describe(
+    image: Image.Image, raw: bytes | None = None, mode: str = DECODE, query: bool = False
+) -> dict[str, bytes]:
     """Every signal stored for one inventory image (and computed for a query).
 
     In draft mode `image` is best decoded by decode_for (it then arrives near the working size);
-    any image works, the signals are defined on its working copy."""
+    any image works, the signals are defined on its working copy. `query` adds the query-only views
+    (mirror, fine thumbnail: ~3 ms), which ingest never stores."""
     image = image.convert("RGB")
-    work = working_copy(image)
+    work = normalise.despeckled(working_copy(image))
     digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
     if mode == DRAFT:
         sigs = _draft_hashes(work)
@@ -173,10 +185,11 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
             DHASH: pack64(dhash64(image)),  # from full resolution: bit-identical to imagehash.dhash
             PHASH: pack64(_phash(work)),
             DHASH_TRIM: pack64(dhash64(content)),
-            PDQ: _pdq(work),
         }
         for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
             sigs[key] = pack64(dhash64(view))
+    pdq_views = pdq_dihedral(work)  # one DCT: the stored PDQ, and the mirror's for a query
+    sigs[PDQ] = pdq_views[0]
     sigs[SHA] = digest[:8]
     features = verify.extract(work)
     sigs[ORB] = verify.pack(features)
@@ -184,6 +197,8 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
     sigs.update(localindex.pack_words(localindex.words_of(features.descriptors)))
     for plugin in PLUGINS:
         sigs[plugins.key(plugin)] = plugin.describe(work)
+    if query:
+        sigs.update(_query_views(work, pdq_views))
     return sigs
 
 
@@ -196,16 +211,34 @@ def _draft_hashes(work: Image.Image) -> dict[str, bytes]:
     confirmed more distractors (loose P 0.985 -> 0.963)."""
     grey = work.convert("L")
     box = normalise.trim_box(work)
+    small = _phash_grey(grey)
     sigs = {
         DHASH_WORK: pack64(dhash64(grey)),
-        # imagehash.phash of an image already 32x32 skips its own (costly) LANCZOS
-        PHASH: pack64(_phash(grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP))),
+        PHASH: pack64(_phash(small)),
         DHASH_TRIM: pack64(_dhash_gap(grey if box == (0, 0, *grey.size) else grey.crop(box))),
-        PDQ: _pdq(work),
     }
     for key, view in zip(DHASH_CROPS, normalise.crop_views(grey), strict=True):
         sigs[key] = pack64(_dhash_gap(view))
     return sigs
+
+
+def _phash_grey(grey: Image.Image) -> Image.Image:
+    # imagehash.phash of an image already 32x32 skips its own (costly) LANCZOS
+    return grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP)
+
+
+def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
+    """What only a query needs (never stored): its mirror's hashes and ORB keypoints, for mirrored
+    copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
+    mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    grey = mirror.convert("L")
+    return {
+        DHASH_MIRROR: pack64(_dhash_gap(grey)),
+        PHASH_MIRROR: pack64(_phash(_phash_grey(grey))),
+        PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
+        ORB_MIRROR: verify.pack(verify.extract(mirror)),
+        THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
+    }
 
 
 def primary_key(sigs: dict[str, bytes]) -> str:
@@ -261,6 +294,17 @@ def find_matches(
         for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
             if d < best.get(r, 65):
                 best[r] = d
+    # The mirrored query's views against the stored columns: a left-right flip moves every global
+    # hash, so a seller's mirrored copy is found by these alone (few rows, small radius).
+    mirror_rows: set[int] = set()  # rows the mirror found closer than any straight view
+    for column, qkey in ((primary, DHASH_MIRROR), (PHASH, PHASH_MIRROR)):
+        if rule.mirror_radius < 0 or column not in snap.signal_keys or qkey not in query:
+            continue
+        rows, dist = _scan(snap, column, unpack64(query[qkey]), rule.mirror_radius)
+        for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
+            if d < best.get(r, 65):
+                best[r] = d
+                mirror_rows.add(r)
     excluded_row = snap.rows.get(exclude) if exclude is not None else None
     order = sorted(
         (r for r in best if r not in accepted and r != excluded_row),
@@ -278,7 +322,7 @@ def find_matches(
                 accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
         return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
-    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs))
+    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, mirror_rows))
     return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
 
@@ -307,12 +351,14 @@ def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: _RowDistances) 
     return {r: int(dh_all[r]) for r in accepted}
 
 
-def _pdq_confirms(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> dict | None:
+def _pdq_confirms(
+    q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule, limit: int | None = None
+) -> dict | None:
     if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
         return None  # missing, or damaged: never evidence
     d = _pdq_distance(q_pdq, t_pdq)
     informative = min(q_pdq[32], t_pdq[32]) >= _LOW_QUALITY
-    return {"pdq": d} if d <= rule.pdq_max and informative else None
+    return {"pdq": d} if d <= (rule.pdq_max if limit is None else limit) and informative else None
 
 
 def _orb_confirms(
@@ -351,51 +397,100 @@ def _skip_damaged(what: str) -> Iterator[None]:
         log.warning("skipping %s: damaged signature blob (%s: %s)", what, type(exc).__name__, exc)
 
 
+def _pdq_flat_close(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> bool:
+    """PDQ within rule.pdq_flat_max where either photo is low-information (not evidence alone)."""
+    if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
+        return False
+    return min(q_pdq[32], t_pdq[32]) < _LOW_QUALITY and _pdq_distance(q_pdq, t_pdq) <= rule.pdq_flat_max
+
+
+def _same_frame(qsize: tuple[int, int], tsize: tuple[int, int]) -> verify.Verdict:
+    """The transform of two framings of one photo (PDQ agrees): scale each axis to the other's size."""
+    model = np.array([[tsize[0] / qsize[0], 0.0, 0.0], [0.0, tsize[1] / qsize[1], 0.0]])
+    return verify.Verdict(0, 0, True, model)
+
+
+def _mirrored_thumb(thumb: verify.Thumb | None) -> verify.Thumb | None:
+    if thumb is None:
+        return None
+    luma, chroma = thumb.luma[:, ::-1], thumb.chroma[:, ::-1]
+    return verify.Thumb(np.ascontiguousarray(luma), np.ascontiguousarray(chroma))
+
+
 def _verify(
-    query: dict[str, bytes], ids: list[str], rows: list[int], rule: Rule, blobs: Blobs
+    query: dict[str, bytes],
+    ids: list[str],
+    rows: list[int],
+    rule: Rule,
+    blobs: Blobs,
+    mirror_rows: set[int] = frozenset(),
 ) -> dict[int, tuple[str, dict]]:
     if not ids:
         return {}
     found: dict[int, tuple[str, dict]] = {}
     pending: list[int] = []
-    q_pdq = query.get(PDQ)
+    q_pdq, q_mirror = query.get(PDQ), query.get(PDQ_MIRROR_KEY)
     stored = blobs(PDQ, ids) if q_pdq else [None] * len(ids)
+    # Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
+    # there, so the photometric check on the thumbnails decides instead (index -> mirrored).
+    flat: dict[int, bool] = {}
     for i, blob in enumerate(stored):
         extra = _pdq_confirms(q_pdq, blob, rule)
+        if extra is None and q_mirror is not None:  # a mirrored copy: its PDQ is the mirror's
+            extra = _pdq_confirms(q_mirror, blob, rule, rule.pdq_mirror_max)
+            extra = {**extra, "mirrored": True} if extra is not None else None
         if extra is not None:
             found[rows[i]] = ("pdq", extra)
-        else:
-            pending.append(i)
+            continue
+        pending.append(i)
+        for q_view, mirrored in ((q_pdq, False), (q_mirror, True)):
+            if _pdq_flat_close(q_view, blob, rule):
+                flat.setdefault(i, mirrored)
     if not pending or ORB not in query:
         return found
     q_feat = verify.unpack(query[ORB])
     q_thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
-    passed: list[tuple[int, bytes, verify.Verdict]] = []
+    q_fine = verify.unpack_thumb(query[THUMB_FINE]) if THUMB_FINE in query else None
+    # The mirrored query's keypoints, only for candidates the mirrored views brought (ORB is not
+    # flip-invariant, and trying the mirror on every candidate would double the ORB cost).
+    m_feat = verify.unpack(query[ORB_MIRROR]) if ORB_MIRROR in query and mirror_rows else None
+    passed: list[tuple[int, bytes, verify.Verdict, bool]] = []
     for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
         if blob is None:
             continue
         with _skip_damaged(ids[i]):
-            verdict = verify.verify(q_feat, verify.unpack(blob))
+            t_feat = verify.unpack(blob)
+            verdict, mirrored = verify.verify(q_feat, t_feat, min_inliers=rule.orb_min_inliers), False
+            if not verdict.passes(rule.orb_min_inliers) and m_feat is not None and rows[i] in mirror_rows:
+                verdict, mirrored = verify.verify(m_feat, t_feat, min_inliers=rule.orb_min_inliers), True
             if verdict.passes(rule.orb_min_inliers):
-                passed.append((i, blob, verdict))
+                passed.append((i, blob, verdict, mirrored))
+            elif i in flat:
+                passed.append((i, blob, _same_frame(q_feat.size, t_feat.size), flat[i]))
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = blobs(THUMB, [ids[i] for i, _, _ in passed]) if passed and q_thumb is not None else []
-    for k, (i, blob, verdict) in enumerate(passed):
+    thumbs = blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and q_thumb is not None else []
+    for k, (i, blob, verdict, mirrored) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
+        by_photo = not verdict.passes(rule.orb_min_inliers)  # a flat photo: the thumbnails decide
+        if by_photo and t_thumb is None:
+            continue
         with _skip_damaged(ids[i]):
             if t_thumb is not None:
                 photo = verify.photometric(
-                    q_thumb,
+                    _mirrored_thumb(q_thumb) if mirrored else q_thumb,
                     verify.unpack_thumb(t_thumb),
                     verdict.model,
                     q_feat.size,
                     verify.unpack_size(blob),
+                    fine=_mirrored_thumb(q_fine) if mirrored else q_fine,
                 )
                 if not photo.passes(rule.photo_min):
                     continue
                 extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
-            found[rows[i]] = ("orb", extra)
+            if mirrored:
+                extra["mirrored"] = True
+            found[rows[i]] = ("pdq+photo" if by_photo else "orb", extra)
     return found
 
 

@@ -34,6 +34,12 @@ class Rule:
     # ORB-confirmed candidates must also agree photometrically after alignment (common.verify
     # .photometric): at least this share of textured thumbnail blocks, and the chroma check.
     photo_min: float = 0.6
+    # Mirrored copies: radius of the mirrored query's dHash/pHash scans (-1: off) and the PDQ
+    # distance (query mirrored vs stored) that confirms one.
+    mirror_radius: int = 10
+    pdq_mirror_max: int = 31
+    # Low-information photos (PDQ quality < 50) within this PDQ distance go to the photometric check.
+    pdq_flat_max: int = 12
 
 
 PRESETS: dict[str, Rule] = {
