@@ -159,9 +159,7 @@ def decode_for(data: bytes, max_pixels: int, mode: str = DECODE) -> Image.Image:
     return decode(data, max_pixels, draft_side=_WORK_SIDE if mode == DRAFT else None)
 
 
-def describe_bytes(
-    data: bytes, max_pixels: int, mode: str = DECODE, query: bool = False
-) -> dict[str, bytes]:
+def describe_bytes(data: bytes, max_pixels: int, mode: str = DECODE, query: bool = False) -> dict[str, bytes]:
     """Decode (guarded) and describe: what ingest and queries both run, so they always agree."""
     return describe(decode_for(data, max_pixels, mode), data, mode, query)
 
@@ -485,7 +483,8 @@ def _verify(
                     verify.unpack_size(blob),
                     fine=_mirrored_thumb(q_fine) if mirrored else q_fine,
                 )
-                if not photo.passes(rule.photo_min):
+                # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
+                if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
                     continue
                 extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
             if mirrored:

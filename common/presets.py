@@ -40,6 +40,8 @@ class Rule:
     pdq_mirror_max: int = 31
     # Low-information photos (PDQ quality < 50) within this PDQ distance go to the photometric check.
     pdq_flat_max: int = 12
+    # ORB passes by the full-affine fit (mild perspective) need this photometric agreement.
+    photo_min_affine: float = 0.9
 
 
 PRESETS: dict[str, Rule] = {

@@ -33,6 +33,7 @@ class Verdict:
     plausible: bool  # transform looks like crop/pad/rescale of the same photo
     # The fitted similarity transform, query frame -> target frame (2x3), when RANSAC found one.
     model: np.ndarray | None = field(default=None, compare=False, repr=False)
+    affine: bool = False  # the model is the full-affine second chance (callers judge it more strictly)
 
     def passes(self, min_inliers: int) -> bool:
         return self.plausible and self.inliers >= min_inliers
@@ -104,7 +105,7 @@ def verify(query: Features, target: Features, ratio: float = 0.8, min_inliers: i
         affine, amask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0)
         if affine is not None and int(amask.sum()) > verdict.inliers:
             plausible = _plausible(affine, query.size, target.size) and _near_similarity(affine)
-            return Verdict(len(good), int(amask.sum()), plausible, affine)
+            return Verdict(len(good), int(amask.sum()), plausible, affine, affine=True)
     return verdict
 
 
@@ -329,13 +330,19 @@ def photometric(
         return Photometric(luma, 1.0, 1.0)
     a = (qc[..., 0] + 1j * qc[..., 1])[cvalid]
     b = (cr + 1j * cb)[cvalid]
+    corr, ratio = _chroma_agreement(a, b)
+    return Photometric(luma, corr, ratio)
+
+
+def _chroma_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """|complex NCC| and energy ratio of two chroma signals (1, 1 when both are nearly grey)."""
     a, b = a - a.mean(), b - b.mean()
     ea, eb = float(np.mean(np.abs(a) ** 2)), float(np.mean(np.abs(b) ** 2))
     sa, sb = np.sqrt(ea), np.sqrt(eb)
     if max(sa, sb) < _CHROMA_FLAT:
-        return Photometric(luma, 1.0, 1.0)
+        return 1.0, 1.0
     corr = float(np.abs(np.vdot(b, a)) / np.sqrt(ea * eb * len(a) ** 2 + 1e-9))
-    return Photometric(luma, corr, float(min(sa, sb) / max(sa, sb)))
+    return corr, float(min(sa, sb) / max(sa, sb))
 
 
 def _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb, cvalid):
