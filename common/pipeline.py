@@ -65,6 +65,13 @@ PHASH_MIRROR = "phash64.mirror@1"  # pHash of the mirrored working copy
 PDQ_MIRROR_KEY = "pdq256.mirror@1"  # PDQ of the mirrored working copy (same layout as PDQ)
 ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack)
 THUMB_FINE = "thumb.fine@1"  # the query's thumbnail at twice thumb@1's size (verify.thumbnail)
+# A query on a non-studio backdrop (a seller's new background) also describes itself with the backdrop
+# replaced by studio white (normalise.restudioed): these views, scanned and verified as the mirror's.
+DHASH_BACKDROP = "dhash64.backdrop@1"
+PHASH_BACKDROP = "phash64.backdrop@1"
+PDQ_BACKDROP = "pdq256.backdrop@1"
+ORB_BACKDROP = "orb256.backdrop@1"
+THUMB_BACKDROP = "thumb.backdrop@1"
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs, scored per match.
 PLUGINS = plugins.load(_SETTINGS.plugins)
 
@@ -230,13 +237,24 @@ def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
     copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
     mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     grey = mirror.convert("L")
-    return {
+    out = {
         DHASH_MIRROR: pack64(_dhash_gap(grey)),
         PHASH_MIRROR: pack64(_phash(_phash_grey(grey))),
         PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
         ORB_MIRROR: verify.pack(verify.extract(mirror)),
         THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
     }
+    studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
+    if studio is not None:
+        grey = studio.convert("L")
+        out.update({
+            DHASH_BACKDROP: pack64(dhash64(grey)),
+            PHASH_BACKDROP: pack64(_phash(_phash_grey(grey))),
+            PDQ_BACKDROP: pdq_dihedral(studio)[0],
+            ORB_BACKDROP: verify.pack(verify.extract(studio)),
+            THUMB_BACKDROP: verify.thumbnail(studio),
+        })  # fmt: skip
+    return out
 
 
 def primary_key(sigs: dict[str, bytes]) -> str:
@@ -294,15 +312,20 @@ def find_matches(
                 best[r] = d
     # The mirrored query's views against the stored columns: a left-right flip moves every global
     # hash, so a seller's mirrored copy is found by these alone (few rows, small radius).
-    mirror_rows: set[int] = set()  # rows the mirror found closer than any straight view
-    for column, qkey in ((primary, DHASH_MIRROR), (PHASH, PHASH_MIRROR)):
-        if rule.mirror_radius < 0 or column not in snap.signal_keys or qkey not in query:
+    # The same for a query on a replaced backdrop, restored to studio white (only such queries).
+    alt_rows: dict[str, set[int]] = {"mirrored": set(), "backdrop": set()}  # found closer by that view
+    alt_scans = [("mirrored", primary, DHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("mirrored", PHASH, PHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("backdrop", primary, DHASH_BACKDROP, rule.max_distance)]
+    alt_scans += [("backdrop", PHASH, PHASH_BACKDROP, rule.candidate_radius)]
+    for view, column, qkey, radius in alt_scans:
+        if radius < 0 or column not in snap.signal_keys or qkey not in query:
             continue
-        rows, dist = _scan(snap, column, unpack64(query[qkey]), rule.mirror_radius)
+        rows, dist = _scan(snap, column, unpack64(query[qkey]), radius)
         for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
             if d < best.get(r, 65):
                 best[r] = d
-                mirror_rows.add(r)
+                alt_rows[view].add(r)
     excluded_row = snap.rows.get(exclude) if exclude is not None else None
     order = sorted(
         (r for r in best if r not in accepted and r != excluded_row),
@@ -320,7 +343,7 @@ def find_matches(
                 accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
         return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
-    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, mirror_rows))
+    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, alt_rows))
     return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
 
@@ -415,80 +438,116 @@ def _mirrored_thumb(thumb: verify.Thumb | None) -> verify.Thumb | None:
     return verify.Thumb(np.ascontiguousarray(luma), np.ascontiguousarray(chroma))
 
 
+@dataclass
+class _View:
+    """One way of looking at the query: straight, mirrored, or on a restored studio backdrop."""
+
+    name: str  # "" for the straight view; else the flag a match by it carries in its signals
+    pdq: bytes | None
+    orb: bytes | None
+    thumb: verify.Thumb | None
+    fine: verify.Thumb | None
+    rows: set[int] | None  # candidates whose ORB it may verify (None: all)
+    pdq_max: int | None = None
+
+    _feat: verify.Features | None = None
+
+    def features(self) -> verify.Features:
+        if self._feat is None:
+            self._feat = verify.unpack(self.orb)
+        return self._feat
+
+
+def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
+    thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
+    fine = verify.unpack_thumb(query[THUMB_FINE]) if THUMB_FINE in query else None
+    views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
+    if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
+        # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
+        # cost: its keypoints only for the candidates the mirrored views brought.
+        views.append(
+            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), _mirrored_thumb(thumb),
+                  _mirrored_thumb(fine), alt_rows.get("mirrored", set()), rule.pdq_mirror_max)
+        )  # fmt: skip
+    if ORB_BACKDROP in query:
+        b_thumb = verify.unpack_thumb(query[THUMB_BACKDROP]) if THUMB_BACKDROP in query else None
+        views.append(
+            _View("backdrop", query.get(PDQ_BACKDROP), query[ORB_BACKDROP], b_thumb, None,
+                  alt_rows.get("backdrop", set()))
+        )  # fmt: skip
+    return views
+
+
 def _verify(
     query: dict[str, bytes],
     ids: list[str],
     rows: list[int],
     rule: Rule,
     blobs: Blobs,
-    mirror_rows: set[int] = frozenset(),
+    alt_rows: dict[str, set[int]] | None = None,
 ) -> dict[int, tuple[str, dict]]:
     if not ids:
         return {}
+    views = _views(query, rule, alt_rows or {})
     found: dict[int, tuple[str, dict]] = {}
     pending: list[int] = []
-    q_pdq, q_mirror = query.get(PDQ), query.get(PDQ_MIRROR_KEY)
-    stored = blobs(PDQ, ids) if q_pdq else [None] * len(ids)
+    stored = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
     # Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
-    # there, so the photometric check on the thumbnails decides instead (index -> mirrored).
-    flat: dict[int, bool] = {}
+    # there, so the photometric check on the thumbnails decides instead (index -> view).
+    flat: dict[int, _View] = {}
     for i, blob in enumerate(stored):
-        extra = _pdq_confirms(q_pdq, blob, rule)
-        if extra is None and q_mirror is not None:  # a mirrored copy: its PDQ is the mirror's
-            extra = _pdq_confirms(q_mirror, blob, rule, rule.pdq_mirror_max)
-            extra = {**extra, "mirrored": True} if extra is not None else None
-        if extra is not None:
-            found[rows[i]] = ("pdq", extra)
-            continue
-        pending.append(i)
-        for q_view, mirrored in ((q_pdq, False), (q_mirror, True)):
-            if _pdq_flat_close(q_view, blob, rule):
-                flat.setdefault(i, mirrored)
-    if not pending or ORB not in query:
+        for view in views:
+            extra = _pdq_confirms(view.pdq, blob, rule, view.pdq_max)
+            if extra is not None:
+                found[rows[i]] = ("pdq", {**extra, view.name: True} if view.name else extra)
+                break
+        else:
+            pending.append(i)
+            for view in views[:2]:  # straight or mirrored: the same photo, so the same framing
+                if _pdq_flat_close(view.pdq, blob, rule):
+                    flat.setdefault(i, view)
+    if not pending or views[0].orb is None:
         return found
-    q_feat = verify.unpack(query[ORB])
-    q_thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
-    q_fine = verify.unpack_thumb(query[THUMB_FINE]) if THUMB_FINE in query else None
-    # The mirrored query's keypoints, only for candidates the mirrored views brought (ORB is not
-    # flip-invariant, and trying the mirror on every candidate would double the ORB cost).
-    m_feat = verify.unpack(query[ORB_MIRROR]) if ORB_MIRROR in query and mirror_rows else None
-    passed: list[tuple[int, bytes, verify.Verdict, bool]] = []
+    passed: list[tuple[int, bytes, verify.Verdict, _View]] = []
     for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
         if blob is None:
             continue
         with _skip_damaged(ids[i]):
             t_feat = verify.unpack(blob)
-            verdict, mirrored = verify.verify(q_feat, t_feat, min_inliers=rule.orb_min_inliers), False
-            if not verdict.passes(rule.orb_min_inliers) and m_feat is not None and rows[i] in mirror_rows:
-                verdict, mirrored = verify.verify(m_feat, t_feat, min_inliers=rule.orb_min_inliers), True
-            if verdict.passes(rule.orb_min_inliers):
-                passed.append((i, blob, verdict, mirrored))
-            elif i in flat:
-                passed.append((i, blob, _same_frame(q_feat.size, t_feat.size), flat[i]))
+            for view in views:
+                if view.orb is None or (view.rows is not None and rows[i] not in view.rows):
+                    continue
+                verdict = verify.verify(view.features(), t_feat, min_inliers=rule.orb_min_inliers)
+                if verdict.passes(rule.orb_min_inliers):
+                    passed.append((i, blob, verdict, view))
+                    break
+            else:
+                if i in flat:
+                    passed.append((i, blob, _same_frame(views[0].features().size, t_feat.size), flat[i]))
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and q_thumb is not None else []
-    for k, (i, blob, verdict, mirrored) in enumerate(passed):
+    thumbs = blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb is not None else []
+    for k, (i, blob, verdict, view) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
         by_photo = not verdict.passes(rule.orb_min_inliers)  # a flat photo: the thumbnails decide
         if by_photo and t_thumb is None:
             continue
         with _skip_damaged(ids[i]):
-            if t_thumb is not None:
+            if t_thumb is not None and view.thumb is not None:
                 photo = verify.photometric(
-                    _mirrored_thumb(q_thumb) if mirrored else q_thumb,
+                    view.thumb,
                     verify.unpack_thumb(t_thumb),
                     verdict.model,
-                    q_feat.size,
+                    views[0].features().size,
                     verify.unpack_size(blob),
-                    fine=_mirrored_thumb(q_fine) if mirrored else q_fine,
+                    fine=view.fine,
                 )
                 # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
                 if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
                     continue
                 extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
-            if mirrored:
-                extra["mirrored"] = True
+            if view.name:
+                extra[view.name] = True
             found[rows[i]] = ("pdq+photo" if by_photo else "orb", extra)
     return found
 
