@@ -440,41 +440,61 @@ def _mirrored_thumb(thumb: verify.Thumb | None) -> verify.Thumb | None:
 
 @dataclass
 class _View:
-    """One way of looking at the query: straight, mirrored, or on a restored studio backdrop."""
+    """One way of looking at the query: straight, mirrored, or on a restored studio backdrop.
+    Blobs are unpacked on first use: most queries never need a thumbnail or the mirror's keypoints."""
 
     name: str  # "" for the straight view; else the flag a match by it carries in its signals
     pdq: bytes | None
     orb: bytes | None
-    thumb: verify.Thumb | None
-    fine: verify.Thumb | None
+    thumb_blob: bytes | None
+    fine_blob: bytes | None
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
+    flip: bool = False  # the thumbnails are the straight query's, mirrored on use
+    _cache: dict = field(default_factory=dict)
 
-    _feat: verify.Features | None = None
+    def _get(self, key: str, make: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def features(self) -> verify.Features:
-        if self._feat is None:
-            self._feat = verify.unpack(self.orb)
-        return self._feat
+        return self._get("orb", lambda: verify.unpack(self.orb))
+
+    def _thumb(self, blob: bytes | None) -> verify.Thumb | None:
+        thumb = verify.unpack_thumb(blob) if blob is not None else None
+        return _mirrored_thumb(thumb) if self.flip else thumb
+
+    def thumb(self) -> verify.Thumb | None:
+        return self._get("thumb", lambda: self._thumb(self.thumb_blob))
+
+    def fine(self) -> verify.Thumb | None:
+        return self._get("fine", lambda: self._thumb(self.fine_blob))
 
 
 def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
-    thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
-    fine = verify.unpack_thumb(query[THUMB_FINE]) if THUMB_FINE in query else None
+    thumb, fine = query.get(THUMB), query.get(THUMB_FINE)
     views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
     if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
         # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
         # cost: its keypoints only for the candidates the mirrored views brought.
+        mirrored = alt_rows.get("mirrored", set())
         views.append(
-            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), _mirrored_thumb(thumb),
-                  _mirrored_thumb(fine), alt_rows.get("mirrored", set()), rule.pdq_mirror_max)
+            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), thumb, fine, mirrored,
+                  rule.pdq_mirror_max, flip=True)
         )  # fmt: skip
     if ORB_BACKDROP in query:
-        b_thumb = verify.unpack_thumb(query[THUMB_BACKDROP]) if THUMB_BACKDROP in query else None
+        rows = alt_rows.get("backdrop", set())
         views.append(
-            _View("backdrop", query.get(PDQ_BACKDROP), query[ORB_BACKDROP], b_thumb, None,
-                  alt_rows.get("backdrop", set()))
-        )  # fmt: skip
+            _View(
+                "backdrop",
+                query.get(PDQ_BACKDROP),
+                query[ORB_BACKDROP],
+                query.get(THUMB_BACKDROP),
+                None,
+                rows,
+            )
+        )
     return views
 
 
@@ -525,7 +545,9 @@ def _verify(
                 if i in flat:
                     passed.append((i, blob, _same_frame(views[0].features().size, t_feat.size), flat[i]))
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb is not None else []
+    thumbs = (
+        blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb_blob is not None else []
+    )
     for k, (i, blob, verdict, view) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
@@ -533,14 +555,14 @@ def _verify(
         if by_photo and t_thumb is None:
             continue
         with _skip_damaged(ids[i]):
-            if t_thumb is not None and view.thumb is not None:
+            if t_thumb is not None and view.thumb_blob is not None:
                 photo = verify.photometric(
-                    view.thumb,
+                    view.thumb(),
                     verify.unpack_thumb(t_thumb),
                     verdict.model,
                     views[0].features().size,
                     verify.unpack_size(blob),
-                    fine=view.fine,
+                    fine=view.fine(),
                 )
                 # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
                 if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
