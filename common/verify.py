@@ -78,9 +78,11 @@ def unpack_size(blob: bytes) -> tuple[int, int]:
 
 
 _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
-# Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the fit of a
-# rotated-and-recropped copy reads a little more. The photometric check keeps other garments out.
-MAX_ROTATION = 12.0
+# Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the similarity
+# fit of a copy rotated, re-cropped and stretched back to its old size reads up to ~12.5 (seed-3 tune
+# part: 12 lost 2 of 22 rotations, 15 none, no new false match on any part or the devset). The
+# photometric check keeps other garments out.
+MAX_ROTATION = 15.0
 
 
 def verify(query: Features, target: Features, ratio: float = 0.8, min_inliers: int = 0) -> Verdict:
