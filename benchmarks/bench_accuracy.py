@@ -7,6 +7,7 @@ present and on a generated labelled set:
     python benchmarks/bench_accuracy.py --generated 300 --no-devset
     python benchmarks/bench_accuracy.py --scale 1000000   # also: per-query cost at 1M synthetic rows
     python benchmarks/bench_accuracy.py --system          # the real system: `neardup run` per preset
+    python benchmarks/bench_accuracy.py --seller-seeds 1,2   # + recall per seller-edit family
     python benchmarks/bench_accuracy.py --upscale 2       # devset x2 (720x1080, JPEG q92, temp dir)
     NEARDUP_DECODE=draft python benchmarks/bench_accuracy.py   # the reduced-decode signal set
 
@@ -105,9 +106,13 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
     }
 
 
-def _describe_file(path: str) -> dict[str, bytes]:
+def _describe_file(path: str, query: bool = False) -> dict[str, bytes]:
     # The workers' own decode + describe, in the mode NEARDUP_DECODE selects (exact or draft).
-    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9)
+    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9, query=query)
+
+
+def _describe_query(path: str) -> dict[str, bytes]:
+    return _describe_file(path, query=True)
 
 
 def _upscale_file(job: tuple[str, str, float]) -> None:
@@ -133,9 +138,10 @@ def upscaled_copy(folder: Path, factor: float, dest: Path, workers: int) -> Path
     return dest
 
 
-def describe_all(paths: list[Path], workers: int) -> list[dict[str, bytes]]:
+def describe_all(paths: list[Path], workers: int, query: bool = False) -> list[dict[str, bytes]]:
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_describe_file, [str(p) for p in paths], chunksize=8))
+        fn = _describe_query if query else _describe_file
+        return list(pool.map(fn, [str(p) for p in paths], chunksize=8))
 
 
 class MemoryIndex:
@@ -158,7 +164,7 @@ def evaluate(folder: Path, workers: int, title: str) -> dict[str, dict]:
     t0 = time.perf_counter()
     inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
     names = list(labels["queries"])
-    qs = describe_all([folder / "queries" / n for n in names], workers)
+    qs = describe_all([folder / "queries" / n for n in names], workers, query=True)
     n_img = len(inv) + len(qs)
     print(
         f"\n== {title}: {len(inv)} products, {len(qs)} queries "
@@ -270,7 +276,7 @@ def measure_scale(n_rows: int, folder: Path, workers: int, n_queries: int = 100)
     labels = json.loads((folder / "labels.json").read_text())
     inv = describe_all([folder / "inventory" / f"{p}.jpg" for p in labels["inventory"]], workers)
     names = list(labels["queries"])[:n_queries]
-    qs = describe_all([folder / "queries" / n for n in names], workers)
+    qs = describe_all([folder / "queries" / n for n in names], workers, query=True)
     rng = np.random.default_rng(0)
     fake_ids = [f"9{i:09d}" for i in range(n_rows)]
     snap = Snapshot(pipeline.SCAN_SIGNALS)
@@ -309,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--upscale", type=float, default=0, help="devset rescaled by this factor (temp copy), instead"
     )
+    ap.add_argument("--set", type=Path, action="append", help="a seller-edits set dir (seller_edits.py)")
+    ap.add_argument("--seller-seeds", default="", help="build seller-edits sets with these seeds, e.g. 1,2")
+    ap.add_argument("--per-family", type=int, default=40, help="queries per family in --seller-seeds sets")
+    ap.add_argument("--seller-generated", type=int, default=100, help="generated tops in those sets")
     args = ap.parse_args(argv)
     mode = "system (neardup run, embedded stack)" if args.system else "in-process (describe + find_matches)"
     print(f"mode: {mode}; decode: {pipeline.DECODE} (NEARDUP_DECODE)")
@@ -330,6 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             samplegen.generate(tmp, args.generated, args.per_kind, args.seed)
             out["generated"] = run(Path(tmp), f"generated (seed {args.seed})")
+    if args.set or args.seller_seeds:
+        import _families  # benchmarks/: recall per seller-edit family, held-apart and tune parts
+
+        out["families"] = _families.run(args, MemoryIndex)
     if args.scale:
         folder = args.devset if (args.devset / "labels.json").is_file() else ROOT / "samples"
         measure_scale(args.scale, folder, args.workers)

@@ -60,6 +60,20 @@ DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDO
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100): common.signals.pdq, = pdqhash 0.2.8
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
+# Query-side views of the left-right mirror (never stored: a mirrored query is compared with the
+# stored columns and blobs as they are, so mirrors cost the index nothing).
+DHASH_MIRROR = "dhash64.mirror@1"  # dHash (box pre-reduced) of the mirrored working copy
+PHASH_MIRROR = "phash64.mirror@1"  # pHash of the mirrored working copy
+PDQ_MIRROR_KEY = "pdq256.mirror@1"  # PDQ of the mirrored working copy (same layout as PDQ)
+ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack)
+THUMB_FINE = "thumb.fine@1"  # the query's thumbnail at twice thumb@1's size (verify.thumbnail)
+# A query on a non-studio backdrop (a seller's new background) also describes itself with the backdrop
+# replaced by studio white (normalise.restudioed): these views, scanned and verified as the mirror's.
+DHASH_BACKDROP = "dhash64.backdrop@1"
+PHASH_BACKDROP = "phash64.backdrop@1"
+PDQ_BACKDROP = "pdq256.backdrop@1"
+ORB_BACKDROP = "orb256.backdrop@1"
+THUMB_BACKDROP = "thumb.backdrop@1"
 # Extra per-product signals (criterion 3), chosen by NEARDUP_PLUGINS: stored as blobs beside the signatures.
 PLUGINS = plugins.load(_SETTINGS.plugins)
 
@@ -117,10 +131,16 @@ class Match:
         return asdict(self)
 
 
-def _pdq(image: Image.Image) -> bytes:
-    # common.signals.pdq is bit-identical to pdqhash (tests/unit/test_pdq.py), so PDQ stays pdq256@1.
-    bits, quality = pdq.compute(np.asarray(image.convert("RGB")))
-    return pdq.pack(bits) + bytes([max(0, min(100, int(quality)))])
+# Index of the left-right mirror among the eight dihedral PDQ hashes (pdqhash.compute_dihedral order).
+PDQ_MIRROR = 5
+
+
+def pdq_dihedral(image: Image.Image) -> list[bytes]:
+    """PDQ of `image` and of its seven rotations/mirrors (one DCT), as 33-byte blobs; [0] is the
+    stored PDQ. common.signals.pdq is bit-identical to pdqhash (tests/unit/test_pdq.py): pdq256@1."""
+    hashes, quality = pdq.compute_dihedral(np.asarray(image.convert("RGB")))
+    q = bytes([max(0, min(100, int(quality)))])
+    return [pdq.pack(h) + q for h in hashes]
 
 
 def _phash(image: Image.Image) -> int:
@@ -145,18 +165,21 @@ def decode_for(data: bytes, max_pixels: int, mode: str = DECODE) -> Image.Image:
     return decode(data, max_pixels, draft_side=_WORK_SIDE if mode == DRAFT else None)
 
 
-def describe_bytes(data: bytes, max_pixels: int, mode: str = DECODE) -> dict[str, bytes]:
+def describe_bytes(data: bytes, max_pixels: int, mode: str = DECODE, query: bool = False) -> dict[str, bytes]:
     """Decode (guarded) and describe: what ingest and queries both run, so they always agree."""
-    return describe(decode_for(data, max_pixels, mode), data, mode)
+    return describe(decode_for(data, max_pixels, mode), data, mode, query)
 
 
-def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -> dict[str, bytes]:
+def describe(
+    image: Image.Image, raw: bytes | None = None, mode: str = DECODE, query: bool = False
+) -> dict[str, bytes]:
     """Every signal stored for one inventory image (and computed for a query).
 
     In draft mode `image` is best decoded by decode_for (it then arrives near the working size);
-    any image works, the signals are defined on its working copy."""
+    any image works, the signals are defined on its working copy. `query` adds the query-only views
+    (mirror, fine thumbnail: ~3 ms), which ingest never stores."""
     image = image.convert("RGB")
-    work = working_copy(image)
+    work = normalise.despeckled(working_copy(image))
     digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
     if mode == DRAFT:
         sigs = _draft_hashes(work)
@@ -166,10 +189,11 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
             DHASH: pack64(dhash64(image)),  # from full resolution: bit-identical to imagehash.dhash
             PHASH: pack64(_phash(work)),
             DHASH_TRIM: pack64(dhash64(content)),
-            PDQ: _pdq(work),
         }
         for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
             sigs[key] = pack64(dhash64(view))
+    pdq_views = pdq_dihedral(work)  # one DCT: the stored PDQ, and the mirror's for a query
+    sigs[PDQ] = pdq_views[0]
     sigs[SHA] = digest[:8]
     features = verify.extract(work)
     sigs[ORB] = verify.pack(features)
@@ -179,6 +203,8 @@ def describe(image: Image.Image, raw: bytes | None = None, mode: str = DECODE) -
         sigs[plugins.key(plugin)] = plugin.describe(work)
     if EMBEDDING is not None:  # emb: EmbeddingError (stage "embed") fails this product only
         sigs[EMBEDDING] = embedding.encoder(_SETTINGS.embedding_model, EMBEDDING).embed(work)
+    if query:
+        sigs.update(_query_views(work, pdq_views))
     return sigs
 
 
@@ -191,16 +217,45 @@ def _draft_hashes(work: Image.Image) -> dict[str, bytes]:
     confirmed more distractors (loose P 0.985 -> 0.963)."""
     grey = work.convert("L")
     box = normalise.trim_box(work)
+    small = _phash_grey(grey)
     sigs = {
         DHASH_WORK: pack64(dhash64(grey)),
-        # imagehash.phash of an image already 32x32 skips its own (costly) LANCZOS
-        PHASH: pack64(_phash(grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP))),
+        PHASH: pack64(_phash(small)),
         DHASH_TRIM: pack64(_dhash_gap(grey if box == (0, 0, *grey.size) else grey.crop(box))),
-        PDQ: _pdq(work),
     }
     for key, view in zip(DHASH_CROPS, normalise.crop_views(grey), strict=True):
         sigs[key] = pack64(_dhash_gap(view))
     return sigs
+
+
+def _phash_grey(grey: Image.Image) -> Image.Image:
+    # imagehash.phash of an image already 32x32 skips its own (costly) LANCZOS
+    return grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP)
+
+
+def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
+    """What only a query needs (never stored): its mirror's hashes and ORB keypoints, for mirrored
+    copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
+    mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    grey = mirror.convert("L")
+    out = {
+        DHASH_MIRROR: pack64(_dhash_gap(grey)),
+        PHASH_MIRROR: pack64(_phash(_phash_grey(grey))),
+        PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
+        ORB_MIRROR: verify.pack(verify.extract(mirror)),
+        THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
+    }
+    studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
+    if studio is not None:
+        grey = studio.convert("L")
+        out.update({
+            DHASH_BACKDROP: pack64(dhash64(grey)),
+            PHASH_BACKDROP: pack64(_phash(_phash_grey(grey))),
+            PDQ_BACKDROP: pdq_dihedral(studio)[0],
+            ORB_BACKDROP: verify.pack(verify.extract(studio)),
+            THUMB_BACKDROP: verify.thumbnail(studio),
+        })  # fmt: skip
+    return out
 
 
 def primary_key(sigs: dict[str, bytes]) -> str:
@@ -259,6 +314,22 @@ def find_matches(
         for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
             if d < best.get(r, 65):
                 best[r] = d
+    # The mirrored query's views against the stored columns: a left-right flip moves every global
+    # hash, so a seller's mirrored copy is found by these alone (few rows, small radius).
+    # The same for a query on a replaced backdrop, restored to studio white (only such queries).
+    alt_rows: dict[str, set[int]] = {"mirrored": set(), "backdrop": set()}  # found closer by that view
+    alt_scans = [("mirrored", primary, DHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("mirrored", PHASH, PHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("backdrop", primary, DHASH_BACKDROP, rule.max_distance)]
+    alt_scans += [("backdrop", PHASH, PHASH_BACKDROP, rule.candidate_radius)]
+    for view, column, qkey, radius in alt_scans:
+        if radius < 0 or column not in snap.signal_keys or qkey not in query:
+            continue
+        rows, dist = _scan(snap, column, unpack64(query[qkey]), radius)
+        for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
+            if d < best.get(r, 65):
+                best[r] = d
+                alt_rows[view].add(r)
     excluded_row = snap.rows.get(exclude) if exclude is not None else None
     order = sorted(
         (r for r in best if r not in accepted and r != excluded_row),
@@ -281,7 +352,7 @@ def find_matches(
                 accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
         return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 
-    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs))
+    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, alt_rows))
     if q_emb is not None:
         _embedding_tier(q_emb, snap, rule, order, accepted, excluded_row, scored)
     return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
@@ -338,12 +409,14 @@ def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: _RowDistances) 
     return {r: int(dh_all[r]) for r in accepted}
 
 
-def _pdq_confirms(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> dict | None:
+def _pdq_confirms(
+    q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule, limit: int | None = None
+) -> dict | None:
     if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
         return None  # missing, or damaged: never evidence
     d = _pdq_distance(q_pdq, t_pdq)
     informative = min(q_pdq[32], t_pdq[32]) >= _LOW_QUALITY
-    return {"pdq": d} if d <= rule.pdq_max and informative else None
+    return {"pdq": d} if d <= (rule.pdq_max if limit is None else limit) and informative else None
 
 
 def _orb_confirms(
@@ -382,51 +455,159 @@ def _skip_damaged(what: str) -> Iterator[None]:
         log.warning("skipping %s: damaged signature blob (%s: %s)", what, type(exc).__name__, exc)
 
 
+def _pdq_flat_close(q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule) -> bool:
+    """PDQ within rule.pdq_flat_max where either photo is low-information (not evidence alone)."""
+    if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
+        return False
+    return min(q_pdq[32], t_pdq[32]) < _LOW_QUALITY and _pdq_distance(q_pdq, t_pdq) <= rule.pdq_flat_max
+
+
+def _same_frame(qsize: tuple[int, int], tsize: tuple[int, int]) -> verify.Verdict:
+    """The transform of two framings of one photo (PDQ agrees): scale each axis to the other's size."""
+    model = np.array([[tsize[0] / qsize[0], 0.0, 0.0], [0.0, tsize[1] / qsize[1], 0.0]])
+    return verify.Verdict(0, 0, True, model)
+
+
+def _mirrored_thumb(thumb: verify.Thumb | None) -> verify.Thumb | None:
+    if thumb is None:
+        return None
+    luma, chroma = thumb.luma[:, ::-1], thumb.chroma[:, ::-1]
+    return verify.Thumb(np.ascontiguousarray(luma), np.ascontiguousarray(chroma))
+
+
+@dataclass
+class _View:
+    """One way of looking at the query: straight, mirrored, or on a restored studio backdrop.
+    Blobs are unpacked on first use: most queries never need a thumbnail or the mirror's keypoints."""
+
+    name: str  # "" for the straight view; else the flag a match by it carries in its signals
+    pdq: bytes | None
+    orb: bytes | None
+    thumb_blob: bytes | None
+    fine_blob: bytes | None
+    rows: set[int] | None  # candidates whose ORB it may verify (None: all)
+    pdq_max: int | None = None
+    flip: bool = False  # the thumbnails are the straight query's, mirrored on use
+    _cache: dict = field(default_factory=dict)
+
+    def _get(self, key: str, make: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def features(self) -> verify.Features:
+        return self._get("orb", lambda: verify.unpack(self.orb))
+
+    def _thumb(self, blob: bytes | None) -> verify.Thumb | None:
+        thumb = verify.unpack_thumb(blob) if blob is not None else None
+        return _mirrored_thumb(thumb) if self.flip else thumb
+
+    def thumb(self) -> verify.Thumb | None:
+        return self._get("thumb", lambda: self._thumb(self.thumb_blob))
+
+    def fine(self) -> verify.Thumb | None:
+        return self._get("fine", lambda: self._thumb(self.fine_blob))
+
+
+def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
+    thumb, fine = query.get(THUMB), query.get(THUMB_FINE)
+    views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
+    if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
+        # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
+        # cost: its keypoints only for the candidates the mirrored views brought.
+        mirrored = alt_rows.get("mirrored", set())
+        views.append(
+            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), thumb, fine, mirrored,
+                  rule.pdq_mirror_max, flip=True)
+        )  # fmt: skip
+    if ORB_BACKDROP in query:
+        rows = alt_rows.get("backdrop", set())
+        views.append(
+            _View(
+                "backdrop",
+                query.get(PDQ_BACKDROP),
+                query[ORB_BACKDROP],
+                query.get(THUMB_BACKDROP),
+                None,
+                rows,
+            )
+        )
+    return views
+
+
 def _verify(
-    query: dict[str, bytes], ids: list[str], rows: list[int], rule: Rule, blobs: Blobs
+    query: dict[str, bytes],
+    ids: list[str],
+    rows: list[int],
+    rule: Rule,
+    blobs: Blobs,
+    alt_rows: dict[str, set[int]] | None = None,
 ) -> dict[int, tuple[str, dict]]:
     if not ids:
         return {}
+    views = _views(query, rule, alt_rows or {})
     found: dict[int, tuple[str, dict]] = {}
     pending: list[int] = []
-    q_pdq = query.get(PDQ)
-    stored = blobs(PDQ, ids) if q_pdq else [None] * len(ids)
+    stored = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
+    # Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
+    # there, so the photometric check on the thumbnails decides instead (index -> view).
+    flat: dict[int, _View] = {}
     for i, blob in enumerate(stored):
-        extra = _pdq_confirms(q_pdq, blob, rule)
-        if extra is not None:
-            found[rows[i]] = ("pdq", extra)
+        for view in views:
+            extra = _pdq_confirms(view.pdq, blob, rule, view.pdq_max)
+            if extra is not None:
+                found[rows[i]] = ("pdq", {**extra, view.name: True} if view.name else extra)
+                break
         else:
             pending.append(i)
-    if not pending or ORB not in query:
+            for view in views[:2]:  # straight or mirrored: the same photo, so the same framing
+                if _pdq_flat_close(view.pdq, blob, rule):
+                    flat.setdefault(i, view)
+    if not pending or views[0].orb is None:
         return found
-    q_feat = verify.unpack(query[ORB])
-    q_thumb = verify.unpack_thumb(query[THUMB]) if THUMB in query else None
-    passed: list[tuple[int, bytes, verify.Verdict]] = []
+    passed: list[tuple[int, bytes, verify.Verdict, _View]] = []
     for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
         if blob is None:
             continue
         with _skip_damaged(ids[i]):
-            verdict = verify.verify(q_feat, verify.unpack(blob))
-            if verdict.passes(rule.orb_min_inliers):
-                passed.append((i, blob, verdict))
+            t_feat = verify.unpack(blob)
+            for view in views:
+                if view.orb is None or (view.rows is not None and rows[i] not in view.rows):
+                    continue
+                verdict = verify.verify(view.features(), t_feat, min_inliers=rule.orb_min_inliers)
+                if verdict.passes(rule.orb_min_inliers):
+                    passed.append((i, blob, verdict, view))
+                    break
+            else:
+                if i in flat:
+                    passed.append((i, blob, _same_frame(views[0].features().size, t_feat.size), flat[i]))
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = blobs(THUMB, [ids[i] for i, _, _ in passed]) if passed and q_thumb is not None else []
-    for k, (i, blob, verdict) in enumerate(passed):
+    thumbs = (
+        blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb_blob is not None else []
+    )
+    for k, (i, blob, verdict, view) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
+        by_photo = not verdict.passes(rule.orb_min_inliers)  # a flat photo: the thumbnails decide
+        if by_photo and t_thumb is None:
+            continue
         with _skip_damaged(ids[i]):
-            if t_thumb is not None:
+            if t_thumb is not None and view.thumb_blob is not None:
                 photo = verify.photometric(
-                    q_thumb,
+                    view.thumb(),
                     verify.unpack_thumb(t_thumb),
                     verdict.model,
-                    q_feat.size,
+                    views[0].features().size,
                     verify.unpack_size(blob),
+                    fine=view.fine(),
                 )
-                if not photo.passes(rule.photo_min):
+                # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
+                if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
                     continue
                 extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
-            found[rows[i]] = ("orb", extra)
+            if view.name:
+                extra[view.name] = True
+            found[rows[i]] = ("pdq+photo" if by_photo else "orb", extra)
     return found
 
 

@@ -14,6 +14,17 @@ Inlier bars and photo_min chosen from curves over devset + two generated sets of
 (scratch-accuracy/thumb): balanced 18 -> 20 inliers, loose 15 -> 17, with the check in place.
 Hash candidates beyond 6 added nothing once 8 word candidates were in (same scores at 6+6, 4+8, 8+8);
 each candidate costs a blob fetch and ~0.4 ms of ORB, so the lists stay short.
+
+Seller edits (issue #10; benchmarks/seller_edits.py sets, 14 families, thresholds read on the `tune`
+part, figures on the `held` part; benchmarks/bench_curves.py prints the curves): the mirror fields,
+pdq_flat_max and photo_min_affine are new. Curves on the tune part (seeds 1+2, 1666 queries), balanced:
+  orb_min_inliers 18 / 20 / 22 / 24 / 26: P 0.996 0.996 0.996 0.998 0.998, R 0.957 0.955 0.955 0.953
+  0.951 (held: P 0.985 0.993 0.995 1.000 1.000, R 0.977 0.975 0.970 0.967 0.959); 24 also drops the
+  devset's crop recall 0.955 -> 0.909, so balanced keeps 20 (F1 ties) and strict keeps 25.
+  photo_min 0.6 / 0.7 / 0.8: R 0.955 0.953 0.945 at the same P: 0.6 stays.
+  pdq_flat_max 8 / 12 / 16: no change on either part (12 kept, the middle).
+  mirror_radius 6 / 10 / 14: R 0.955 for all, P 0.996 0.996 0.994: 6, the cheapest scan (MIH).
+  pdq_max 28 / 31 / 34: R 0.955 on tune for all (held 0.974 0.975 0.977): 31 stays.
 """
 
 from __future__ import annotations
@@ -39,6 +50,14 @@ class Rule:
     # "embedding"). embedding_min stays None (that tier off) until `neardup calibrate --write`.
     embedding_candidates: int = 6
     embedding_min: float | None = None
+    # Mirrored copies: radius of the mirrored query's dHash/pHash scans (-1: off) and the PDQ
+    # distance (query mirrored vs stored) that confirms one.
+    mirror_radius: int = 6
+    pdq_mirror_max: int = 31
+    # Low-information photos (PDQ quality < 50) within this PDQ distance go to the photometric check.
+    pdq_flat_max: int = 12
+    # ORB passes by the full-affine fit (mild perspective) need this photometric agreement.
+    photo_min_affine: float = 0.9
 
 
 PRESETS: dict[str, Rule] = {

@@ -117,7 +117,7 @@ def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -
             req.value, FetchPolicy.from_settings(settings), retries=settings.fetch_retries
         )
     # Described exactly as ingest describes (same decode mode), or nothing would match.
-    return pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode)
+    return pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode, query=True)
 
 
 def run_query(

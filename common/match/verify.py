@@ -33,6 +33,7 @@ class Verdict:
     plausible: bool  # transform looks like crop/pad/rescale of the same photo
     # The fitted similarity transform, query frame -> target frame (2x3), when RANSAC found one.
     model: np.ndarray | None = field(default=None, compare=False, repr=False)
+    affine: bool = False  # the model is the full-affine second chance (callers judge it more strictly)
 
     def passes(self, min_inliers: int) -> bool:
         return self.plausible and self.inliers >= min_inliers
@@ -84,10 +85,19 @@ def unpack_size(blob: bytes) -> tuple[int, int]:
 
 
 _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
+# Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the similarity
+# fit of a copy rotated, re-cropped and stretched back to its old size reads up to ~12.5 (seed-3 tune
+# part: 12 lost 2 of 22 rotations, 15 none, no new false match on any part or the devset). The
+# photometric check keeps other garments out.
+MAX_ROTATION = 15.0
 
 
-def verify(query: Features, target: Features, ratio: float = 0.8) -> Verdict:
-    """Does `query` show (part of) `target` under scale + translation? Lowe ratio test, then RANSAC."""
+def verify(query: Features, target: Features, ratio: float = 0.8, min_inliers: int = 0) -> Verdict:
+    """Does `query` show (part of) `target` under scale + translation? Lowe ratio test, then RANSAC.
+
+    With `min_inliers`: when the similarity fit falls short of it but the ratio test kept enough
+    matches, a full affine fit (mild perspective, keystone, stretch) gets a second chance, bounded
+    to near-similarity by _plausible."""
     if len(query.descriptors) < 8 or len(target.descriptors) < 8:
         return Verdict(0, 0, False)
     pairs = _MATCHER.knnMatch(query.descriptors, target.descriptors, k=2)
@@ -99,7 +109,21 @@ def verify(query: Features, target: Features, ratio: float = 0.8) -> Verdict:
     model, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0)
     if model is None:
         return Verdict(len(good), 0, False)
-    return Verdict(len(good), int(mask.sum()), _plausible(model, query.size, target.size), model)
+    verdict = Verdict(len(good), int(mask.sum()), _plausible(model, query.size, target.size), model)
+    if verdict.inliers < min_inliers <= len(good):
+        affine, amask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0)
+        if affine is not None and int(amask.sum()) > verdict.inliers:
+            plausible = _plausible(affine, query.size, target.size) and _near_similarity(affine)
+            return Verdict(len(good), int(amask.sum()), plausible, affine, affine=True)
+    return verdict
+
+
+_MAX_ANISOTROPY = 1.3  # affine fits: ratio of the singular values (stretch, keystone) at most this
+
+
+def _near_similarity(model: np.ndarray) -> bool:
+    sv = np.linalg.svd(model[:, :2], compute_uv=False)
+    return bool(sv[1] > 0 and sv[0] / sv[1] <= _MAX_ANISOTROPY and np.linalg.det(model[:, :2]) > 0)
 
 
 def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]) -> bool:
@@ -115,7 +139,7 @@ def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]
     inter = max(0.0, min(x1, tw) - max(x0, 0.0)) * max(0.0, min(y1, th) - max(y0, 0.0))
     cover = inter / (tw * th)
     area = (x1 - x0) * (y1 - y0) / (tw * th)
-    return bool(abs(rotation) <= 5 and cover >= 0.4 and 0.35 <= area <= 2.6)
+    return bool(abs(rotation) <= MAX_ROTATION and cover >= 0.4 and 0.35 <= area <= 2.6)
 
 
 # --- Photometric check after alignment -------------------------------------------------------------
@@ -138,6 +162,19 @@ _AGREE = 0.5  # local NCC of a textured block that counts as agreement
 _CHROMA_FLAT = 4.0  # chroma std (both images) below which colour is not evidence (grey garments)
 CHROMA_MIN_CORR = 0.6
 CHROMA_MIN_RATIO = 0.4
+# A query's fine thumbnail (twice the size) is used when the candidate fills less than this share of
+# the query's long side: a photo inside a screenshot frame keeps its detail.
+FINE_SIDE = 128
+FINE_BELOW = 0.9
+# Studio background swapped (the candidate's border-connected backdrop looks different in the query):
+# judge the garment alone. A third of the backdrop further than these from the candidate's says "swapped".
+_BG_NEAR = 10.0  # grey levels from the border colour that still count as the candidate's backdrop
+_BG_SWAP_LUMA = 30.0
+_BG_SWAP_CHROMA = 10.0
+_BG_MOVED = 0.3
+# Chroma ignores the query's local inserts (a badge, a logo): blocks whose luma disagrees, dilated by
+# one block, up to this share of the compared area.
+_INSERT_MAX = 0.25
 
 
 @dataclass(frozen=True)
@@ -166,13 +203,13 @@ def _resized(arr: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(arr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(image: Image.Image) -> bytes:
+def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> bytes:
     """The stored thumbnail blob: 4-byte header (luma w, h; chroma w, h) + luma + Cr + Cb, uint8.
 
-    About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma)."""
-    small = _resized(np.asarray(image.convert("RGB")), THUMB_SIDE)  # one area resize of the photo
+    About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma). `side` FINE_SIDE: a query's fine one."""
+    small = _resized(np.asarray(image.convert("RGB")), side)  # one area resize of the photo
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    ycc = cv2.cvtColor(_resized(small, CHROMA_SIDE), cv2.COLOR_RGB2YCrCb)
+    ycc = cv2.cvtColor(_resized(small, side * CHROMA_SIDE // THUMB_SIDE), cv2.COLOR_RGB2YCrCb)
     header = bytes([luma.shape[1], luma.shape[0], ycc.shape[1], ycc.shape[0]])
     return header + luma.tobytes() + np.ascontiguousarray(ycc[..., 1:].transpose(2, 0, 1)).tobytes()
 
@@ -184,8 +221,20 @@ def unpack_thumb(blob: bytes) -> Thumb:
     return Thumb(luma, chroma.transpose(1, 2, 0).astype(np.float32) - 128.0)
 
 
+_RING = np.ones((5, 5), np.uint8)
+
+
 def _warp(model: np.ndarray, qsize, tsize, qshape, tshape, plane: np.ndarray) -> tuple[np.ndarray, ...]:
-    """`plane` (target thumbnail) resampled into the query thumbnail's frame, and the valid mask."""
+    """`plane` (target thumbnail) resampled into the query thumbnail's frame, and the valid mask.
+
+    When the target is shown smaller in the query (a screenshot, a pad), the plane is first reduced
+    by area averaging, as the query's own thumbnail was: a bilinear warp alone would alias."""
+    scale = float(np.hypot(model[0, 0], model[1, 0])) * (tshape[1] / tsize[0]) / (qshape[1] / qsize[0])
+    if scale > 1.25:
+        h, w = plane.shape[:2]
+        small = (max(1, round(w / scale)), max(1, round(h / scale)))
+        plane = cv2.resize(plane.astype(np.float32), small, interpolation=cv2.INTER_AREA)
+        tshape = plane.shape
     sqx, sqy = qshape[1] / qsize[0], qshape[0] / qsize[1]
     stx, sty = tshape[1] / tsize[0], tshape[0] / tsize[1]
     q_inv = np.array([[1 / sqx, 0, 0.5 / sqx - 0.5], [0, 1 / sqy, 0.5 / sqy - 0.5], [0, 0, 1]])
@@ -196,10 +245,40 @@ def _warp(model: np.ndarray, qsize, tsize, qshape, tshape, plane: np.ndarray) ->
     out = cv2.warpAffine(plane.astype(np.float32), m, size, flags=flags, borderValue=0)
     ones = np.ones(tshape[:2], np.float32)
     valid = cv2.warpAffine(ones, m, size, flags=flags, borderValue=0) > 0.999
+    # Where the target's edge falls inside the query (a frame, a pad), the step to the surround is
+    # the query's alone: keep a pixel's margin off it (the image's own border is not such an edge).
+    valid = cv2.erode(valid.astype(np.uint8), _RING, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
     return out, valid
 
 
-def _block_agreement(q: np.ndarray, t: np.ndarray, valid: np.ndarray) -> float:
+def _background(thumb: Thumb) -> np.ndarray:
+    """float32 mask (luma frame) of the thumbnail's studio backdrop: near the border colour, in
+    luma and chroma, and connected to the border."""
+    luma = thumb.luma.astype(np.float32)
+    ch, cw = thumb.chroma.shape[:2]
+    small = cv2.resize(luma, (cw, ch), interpolation=cv2.INTER_AREA)
+    planes = [small, thumb.chroma[..., 0], thumb.chroma[..., 1]]
+    near = np.ones((ch, cw), bool)
+    for plane, tol in zip(planes, (_BG_NEAR, 4.0, 4.0), strict=True):
+        border = np.concatenate([plane[0], plane[-1], plane[:, 0], plane[:, -1]])
+        near &= np.abs(plane - np.median(border)) <= tol
+    _, lab = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    mask = np.isin(lab, edge[edge > 0]) & near
+    lh, lw = thumb.luma.shape
+    return cv2.resize(mask.astype(np.float32), (lw, lh), interpolation=cv2.INTER_NEAREST)
+
+
+def _footprint(model: np.ndarray, qsize, tsize) -> float:
+    """The candidate's long side as a share of the query's, once mapped into the query's frame."""
+    scale = float(np.hypot(model[0, 0], model[1, 0]))  # query -> target
+    return max(tsize) / max(scale, 1e-6) / max(qsize)
+
+
+def _block_agreement(
+    q: np.ndarray, t: np.ndarray, valid: np.ndarray, exclude: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Share of textured blocks that agree, and the per-pixel mask of textured blocks that do not."""
     q = cv2.GaussianBlur(q.astype(np.float32), (0, 0), 0.7)
     t = cv2.GaussianBlur(t, (0, 0), 0.7)
     h, w = q.shape
@@ -213,34 +292,87 @@ def _block_agreement(q: np.ndarray, t: np.ndarray, valid: np.ndarray) -> float:
 
     qb, tb, vb = blocks(q), blocks(t), blocks(valid.astype(np.float32))
     inside = vb.mean(axis=1) > 0.99
+    if exclude is not None:  # blocks that are mostly swapped backdrop say nothing about the garment
+        inside &= blocks(exclude.astype(np.float32)).mean(axis=1) < 0.25
     qc = qb - qb.mean(axis=1, keepdims=True)
     tc = tb - tb.mean(axis=1, keepdims=True)
     sq, st = np.sqrt((qc**2).mean(axis=1)), np.sqrt((tc**2).mean(axis=1))
     textured = inside & (np.maximum(sq, st) > _TEXTURE)
     n = int(textured.sum())
-    if not n:
-        return 1.0
     ncc = (qc * tc).mean(axis=1) / np.maximum(sq * st, 1e-6)
-    return float(np.count_nonzero(textured & (ncc >= _AGREE)) / n)
+    disagree = np.zeros(q.shape, bool)
+    grid = (textured & (ncc < _AGREE)).reshape(h2 // _BLOCK, w2 // _BLOCK)
+    disagree[y0 : y0 + h2, x0 : x0 + w2] = grid.repeat(_BLOCK, 0).repeat(_BLOCK, 1)
+    if not n:
+        return 1.0, disagree
+    return float(np.count_nonzero(textured & (ncc >= _AGREE)) / n), disagree
 
 
-def photometric(query: Thumb, target: Thumb, model: np.ndarray, qsize, tsize) -> Photometric:
+def photometric(
+    query: Thumb, target: Thumb, model: np.ndarray, qsize, tsize, fine: Thumb | None = None
+) -> Photometric:
     """Agreement of the query's thumbnail with the target's, warped by `model` (query -> target, in
-    the ORB frames of sizes `qsize` and `tsize`). About 0.1 ms."""
+    the ORB frames of sizes `qsize` and `tsize`). About 0.1-0.2 ms.
+
+    `fine`: the query's fine thumbnail (FINE_SIDE), used when the target is small in the query."""
+    if fine is not None and _footprint(model, qsize, tsize) < FINE_BELOW:
+        query = fine
     warped, valid = _warp(model, qsize, tsize, query.luma.shape, target.luma.shape, target.luma)
-    luma = _block_agreement(query.luma, warped, valid)
     qc, tc = query.chroma, target.chroma
     cr, cvalid = _warp(model, qsize, tsize, qc.shape, tc.shape, tc[..., 0])
     cb, _ = _warp(model, qsize, tsize, qc.shape, tc.shape, tc[..., 1])
+    swapped = _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb, cvalid)
+    luma, disagree = _block_agreement(query.luma, warped, valid, swapped[0] if swapped else None)
     cvalid = cv2.erode(cvalid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if swapped:
+        cvalid &= ~swapped[1]
+    # Local inserts (badge, logo): leave their blocks out of the colour comparison, within a bound.
+    insert = cv2.resize(
+        cv2.dilate(disagree.astype(np.uint8), np.ones((2 * _BLOCK + 1,) * 2, np.uint8)),
+        (qc.shape[1], qc.shape[0]),
+        interpolation=cv2.INTER_AREA,
+    )
+    drop = cvalid & (insert > 0)
+    if 0 < drop.sum() <= _INSERT_MAX * cvalid.sum():
+        cvalid &= ~drop
     if cvalid.sum() < 20:
         return Photometric(luma, 1.0, 1.0)
     a = (qc[..., 0] + 1j * qc[..., 1])[cvalid]
     b = (cr + 1j * cb)[cvalid]
+    corr, ratio = _chroma_agreement(a, b)
+    return Photometric(luma, corr, ratio)
+
+
+def _chroma_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """|complex NCC| and energy ratio of two chroma signals (1, 1 when both are nearly grey)."""
     a, b = a - a.mean(), b - b.mean()
     ea, eb = float(np.mean(np.abs(a) ** 2)), float(np.mean(np.abs(b) ** 2))
     sa, sb = np.sqrt(ea), np.sqrt(eb)
     if max(sa, sb) < _CHROMA_FLAT:
-        return Photometric(luma, 1.0, 1.0)
+        return 1.0, 1.0
     corr = float(np.abs(np.vdot(b, a)) / np.sqrt(ea * eb * len(a) ** 2 + 1e-9))
-    return Photometric(luma, corr, float(min(sa, sb) / max(sa, sb)))
+    return corr, float(min(sa, sb) / max(sa, sb))
+
+
+def _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb, cvalid):
+    """(luma-frame mask, chroma-frame mask) of the target's backdrop in the query's frame when the
+    query shows it in another colour (a replaced background), else None."""
+    bg = _background(target)
+    if bg.mean() < 0.05:
+        return None  # no studio backdrop to speak of
+    bgl, _ = _warp(model, qsize, tsize, query.luma.shape, target.luma.shape, bg)
+    bgl = (bgl > 0.5) & valid
+    ch = query.chroma.shape[:2]
+    bgc = cv2.resize(bgl.astype(np.uint8), (ch[1], ch[0]), interpolation=cv2.INTER_NEAREST) > 0
+    bgc &= cvalid
+    if bgl.sum() < 20 or bgc.sum() < 10:
+        return None
+    d_luma = np.abs(query.luma[bgl].astype(np.float32) - warped[bgl])
+    qcb = query.chroma[bgc]
+    d_chroma = np.hypot(qcb[:, 0] - cr[bgc], qcb[:, 1] - cb[bgc])
+    # A gradient may match the old backdrop in part: the share of backdrop that moved decides.
+    moved = max(float(np.mean(d_luma > _BG_SWAP_LUMA)), float(np.mean(d_chroma > _BG_SWAP_CHROMA)))
+    if moved < _BG_MOVED:
+        return None
+    grow = np.ones((5, 5), np.uint8)  # the garment's soft edge blends into the new backdrop
+    return cv2.dilate(bgl.astype(np.uint8), grow) > 0, cv2.dilate(bgc.astype(np.uint8), grow) > 0

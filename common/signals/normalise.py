@@ -74,6 +74,74 @@ def trim_box(image: Image.Image) -> tuple[int, int, int, int]:
     )
 
 
+# Salt-and-pepper noise: single pixels far outside the range of their 8 neighbours. Measured on the
+# devset (grey working copy): no inventory photo has more than 1e-5 of such pixels at a margin of 100
+# grey levels, nor any other edited query more than 2e-5; speckled queries have 3e-4 and up (those
+# rescaled down after the noise excepted: averaging already blurred the specks away).
+_SPECK = 100
+_SPECKLED = 2e-4
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+
+
+def despeckled(image: Image.Image) -> Image.Image:
+    """`image` through a 3x3 median when it carries salt-and-pepper noise, else `image` itself.
+
+    The textbook cure, applied only where it helps: a median also softens fine texture, so clean
+    photos (every inventory photo, in practice) pass through untouched. About 0.3 ms at 540 px."""
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    # uint8 saturating differences: a pixel above its brightest neighbour, below its darkest
+    salt = cv2.subtract(grey, cv2.dilate(grey, _RING))
+    pepper = cv2.subtract(cv2.erode(grey, _RING), grey)
+    spikes = cv2.countNonZero(cv2.threshold(cv2.max(salt, pepper), _SPECK, 255, cv2.THRESH_BINARY)[1])
+    if spikes < _SPECKLED * grey.size:
+        return image
+    return Image.fromarray(cv2.medianBlur(rgb, 3))
+
+
+# A studio backdrop: light and nearly neutral (the inventory's white or light grey). A query whose
+# border is anything else may show a garment on a replaced background.
+_STUDIO_LUMA = 200
+_STUDIO_CHROMA = 14
+_STUDIO_FILL = 248
+_FLOOD_STEP = 3  # grey levels between neighbours that a backdrop (flat or gradient) stays within
+_BACKDROP_SIDE = 128
+
+
+def restudioed(image: Image.Image) -> Image.Image | None:
+    """The photo with its backdrop replaced by studio white, when that backdrop is not studio-like
+    (a seller's new flat colour or gradient); None when it already is, or when none is found.
+
+    The backdrop is what a flood from the border reaches through small steps between neighbours (so
+    a gradient is followed), on a <= 128 px copy; the garment's outline stops it."""
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    h, w, _ = rgb.shape
+    f = min(1.0, _BACKDROP_SIDE / max(h, w))
+    small = cv2.resize(rgb, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+    sh, sw, _ = small.shape
+    ring = np.concatenate([small[0], small[: sh * 3 // 5, 0], small[: sh * 3 // 5, -1]]).astype(np.int16)
+    med = np.median(ring, axis=0)
+    luma = 0.299 * med[0] + 0.587 * med[1] + 0.114 * med[2]
+    if luma >= _STUDIO_LUMA and med.max() - med.min() <= _STUDIO_CHROMA:
+        return None
+    mask = np.zeros((sh + 2, sw + 2), np.uint8)
+    step = (_FLOOD_STEP,) * 3
+    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
+    # Seeds along the top and the upper sides only: garments often touch the bottom edge.
+    seeds = [(x, 0) for x in range(0, sw, 4)] + [
+        (x, y) for y in range(0, sh * 3 // 5, 4) for x in (0, sw - 1)
+    ]
+    for x, y in seeds:
+        if not mask[y + 1, x + 1]:
+            cv2.floodFill(small, mask, (x, y), (0, 0, 0), step, step, flags)
+    back = mask[1:-1, 1:-1].astype(np.float32) / 255.0
+    if not 0.15 <= back.mean() <= 0.9:
+        return None  # no backdrop to speak of, or nothing left of a garment
+    back = cv2.GaussianBlur(cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 1.0)[..., None]
+    out = rgb.astype(np.float32) * (1.0 - back) + _STUDIO_FILL * back
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
 def trimmed(image: Image.Image) -> Image.Image:
     box = trim_box(image)
     return image if box == (0, 0, *image.size) else image.crop(box)

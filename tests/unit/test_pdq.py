@@ -114,7 +114,7 @@ def test_pipeline_stores_common_pdq() -> None:
     image = Image.fromarray(np.asarray(photo_like(400, 600, seed=3)))
     work = pipeline.working_copy(image)
     bits, quality = pdq.compute(np.asarray(work))
-    assert pipeline._pdq(work) == pdq.pack(bits) + bytes([quality])
+    assert pipeline.pdq_dihedral(work)[0] == pdq.pack(bits) + bytes([quality])
     assert pipeline.describe(image)[pipeline.PDQ] == pdq.pack(bits) + bytes([quality])
 
 

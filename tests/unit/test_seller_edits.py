@@ -1,0 +1,113 @@
+"""Seller edits (issue #10): mirrored, rotated, re-backgrounded, framed and speckled copies are found,
+and say how; other garments stay out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from common.match import pipeline, presets, verify
+from common.signals import normalise
+from tests.support import samplegen
+from tests.unit.test_pipeline import Index
+
+BALANCED = presets.PRESETS["balanced"]
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    return samplegen.jpeg_bytes(im)
+
+
+def _query(im: Image.Image) -> dict[str, bytes]:
+    data = _jpeg(im)
+    return pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> tuple[dict[str, Image.Image], Index]:
+    rng = np.random.default_rng(23)
+    photos = {f"00000001{i:02d}": samplegen.render_product(rng) for i in range(10)}
+    items = {}
+    for pid, im in photos.items():
+        data = _jpeg(im)
+        items[pid] = pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
+    return photos, Index(items)
+
+
+def _found(query: dict[str, bytes], index: Index) -> list[pipeline.Match]:
+    return pipeline.find_matches(query, index.snap, BALANCED, blobs=index.blobs)
+
+
+def test_query_views_are_never_stored(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, index = catalog
+    query = _query(photos["0000000100"])
+    extra = {pipeline.DHASH_MIRROR, pipeline.PHASH_MIRROR, pipeline.PDQ_MIRROR_KEY}
+    extra |= {pipeline.ORB_MIRROR, pipeline.THUMB_FINE}
+    assert extra <= set(query)
+    assert not extra & set(index.items["0000000100"])
+    assert not extra & {*pipeline.SCAN_SIGNALS, *pipeline.BLOB_SIGNALS}
+
+
+def test_mirrored_copy_is_found_and_says_so(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, index = catalog
+    found = _found(_query(ImageOps.mirror(photos["0000000103"])), index)
+    assert [m.product_id for m in found] == ["0000000103"]
+    assert found[0].extra.get("mirrored") is True
+
+
+def test_straight_copy_is_not_called_mirrored(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, index = catalog
+    found = _found(_query(photos["0000000104"]), index)
+    assert [m.product_id for m in found] == ["0000000104"]
+    assert "mirrored" not in found[0].extra
+
+
+def test_rotated_copy_is_found(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, index = catalog
+    src = photos["0000000105"]
+    rotated = src.rotate(8, Image.Resampling.BICUBIC, fillcolor=src.getpixel((0, 0)))
+    assert [m.product_id for m in _found(_query(rotated), index)] == ["0000000105"]
+
+
+def test_rotation_does_not_make_other_garments_match(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    _, index = catalog
+    other = samplegen.render_product(np.random.default_rng(4242))
+    for angle in (-9, 9):
+        rotated = other.rotate(angle, Image.Resampling.BICUBIC, fillcolor=other.getpixel((0, 0)))
+        assert _found(_query(rotated), index) == []
+
+
+def test_background_swap_is_found(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, index = catalog
+    src = np.asarray(photos["0000000106"]).astype(np.int16)
+    backdrop = np.abs(src - src[0, 0]).max(axis=2) <= 12  # the generated studio backdrop
+    swapped = np.where(backdrop[..., None], np.array([40, 120, 200]), src).astype(np.uint8)
+    assert "0000000106" in [m.product_id for m in _found(_query(Image.fromarray(swapped)), index)]
+
+
+def test_despeckle_only_touches_speckled_photos(catalog: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, _ = catalog
+    clean = photos["0000000107"]
+    assert normalise.despeckled(clean) is clean
+    arr = np.asarray(clean).copy()
+    hit = np.random.default_rng(1).random(arr.shape[:2]) < 0.03
+    arr[hit] = 0
+    arr[hit & (np.arange(arr.shape[1]) % 2 == 0)] = 255
+    speckled = Image.fromarray(arr)
+    cleaned = normalise.despeckled(speckled)
+    assert cleaned is not speckled
+    err_before = np.abs(arr.astype(int) - np.asarray(clean)).mean()
+    err_after = np.abs(np.asarray(cleaned).astype(int) - np.asarray(clean)).mean()
+    assert err_after < err_before / 2
+
+
+def test_verifier_accepts_ten_degrees_but_not_a_quarter_turn() -> None:
+    photo = samplegen.render_product(np.random.default_rng(5))
+    target = verify.extract(photo)
+    for angle, ok in ((10, True), (90, False)):
+        rotated = photo.rotate(angle, Image.Resampling.BICUBIC, expand=angle == 90, fillcolor=(250, 250, 250))
+        verdict = verify.verify(verify.extract(rotated, verify.QUERY_FEATURES), target)
+        assert verdict.plausible is ok
