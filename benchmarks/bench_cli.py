@@ -51,18 +51,27 @@ def make_corpus(folder: Path, n: int, width: int = 800, height: int = 1000, nois
     return files
 
 
-def neardup(args: list[str], data_dir: Path, log: Path) -> float:
-    """Wall seconds of one `neardup` command as a user starts it (embedded stack, fresh interpreter)."""
+def neardup(args: list[str], data_dir: Path, log: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one `neardup` command as a user starts it (embedded stack, fresh
+    interpreter). CPU: the whole process tree (CLI, redis-server, workers), as each waits for its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARDUP_")}
     env.update(NEARDUP_DATA_DIR=str(data_dir), **_passed_settings())
     exe = shutil.which("neardup", path=str(Path(sys.executable).parent)) or "neardup"
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     with open(log, "ab") as out:
         rc = subprocess.run([exe, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=data_dir.parent)
     elapsed = time.perf_counter() - t0
     if rc.returncode not in (0, 1):
         raise SystemExit(f"neardup {' '.join(args)} exited {rc.returncode}; see {log}")
-    return elapsed
+    return elapsed, _children_cpu() - cpu0
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _passed_settings() -> dict[str, str]:
@@ -75,10 +84,10 @@ def imagehash_loop(files: list[Path]) -> float:
     import imagehash
     from PIL import Image
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in files:
         imagehash.dhash(Image.open(f))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _pdq_bits(path: Path) -> np.ndarray:
@@ -89,14 +98,13 @@ def _pdq_bits(path: Path) -> np.ndarray:
     return np.packbits(bits.astype(np.uint8))
 
 
-def pdq_loop(queries: list[Path], inventory: np.ndarray) -> tuple[float, int]:
-    """Seconds to PDQ-hash every query and scan the inventory hashes (distance <= 31, PDQ's usual)."""
-    t0 = time.perf_counter()
-    hits = 0
+def pdq_loop(queries: list[Path], inventory: np.ndarray) -> tuple[float, float]:
+    """Wall and CPU seconds: PDQ-hash every query, scan the inventory hashes (distance <= 31, the usual)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for q in queries:
         d = np.bitwise_count(inventory ^ _pdq_bits(q)).sum(axis=1)
-        hits += int(np.count_nonzero(d <= 31))
-    return time.perf_counter() - t0, hits
+        np.flatnonzero(d <= 31)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def generated_query_set(folder: Path) -> tuple[Path, Path]:
@@ -139,7 +147,8 @@ def main() -> None:
     print(machine())
     print(f"# settings passed to the CLI: {_passed_settings() or 'defaults'}")
     work = Path(tempfile.mkdtemp(prefix="neardup-bench-cli-"))
-    rows = []
+    rows: list[list] = []
+    notes: list[str] = []
     try:
         if not args.skip_ingest:
             corpus = args.corpus or work / "corpus"
@@ -154,12 +163,19 @@ def main() -> None:
             if len(files) != len(list(corpus.glob("*.jpg"))):
                 raise SystemExit(f"{corpus} holds other files: give an empty or benchmark-made folder")
             imagehash_loop(files[:20])  # warm the page cache and imports alike for both
+            one = work / "one"
+            one.mkdir()
+            shutil.copy(files[0], one / files[0].name)
+            start_wall, start_cpu = neardup(["ingest", str(one), "-q"], work / "data-one", work / "one.log")
             before = imagehash_loop(files)
-            cli = neardup(["ingest", str(corpus), "-q"], work / "data-ingest", work / "ingest.log")
+            cli, cpu = neardup(["ingest", str(corpus), "-q"], work / "data-ingest", work / "ingest.log")
             after = imagehash_loop(files)
-            peer = len(files) / ((before + after) / 2)
-            ours = len(files) / cli
-            rows.append(["ingest", len(files), cli, ours, peer, ours / peer])
+            rows.append(_row("ingest", len(files), cli, cpu, before, after))
+            marginal = (cpu - start_cpu) / (len(files) - 1) * 1e3 if len(files) > 1 else 0.0
+            notes.append(
+                f"# ingest: a 1-image run (start-up + shut-down) takes {start_wall:.1f} s wall, "
+                f"{start_cpu:.1f} s CPU; marginal CPU per image {marginal:.1f} ms (vs profile_describe.py)"
+            )
             print(table(HEADERS, rows[-1:]), flush=True)
         if not args.skip_query:
             if DEVSET.is_dir():
@@ -168,7 +184,7 @@ def main() -> None:
                 (inv, qdir), source = generated_query_set(work / "qset"), "generated"
             inv_files, queries = sorted(inv.glob("*.jpg")), sorted(qdir.glob("*.jpg"))
             data = work / "data-query"
-            t_inv = neardup(["ingest", str(inv), "-q"], data, work / "query.log")
+            t_inv, _ = neardup(["ingest", str(inv), "-q"], data, work / "query.log")
             print(
                 f"# query set: {source}, {len(queries)} queries, {len(inv_files)} inventory "
                 f"(ingested in {t_inv:.1f} s, not in the ratio)",
@@ -176,23 +192,29 @@ def main() -> None:
             )
             inventory = np.stack([_pdq_bits(f) for f in inv_files])  # the loop's index, prepared untimed
             pdq_loop(queries[:20], inventory)
-            before, _ = pdq_loop(queries, inventory)
+            before = pdq_loop(queries, inventory)
             out = work / "near_duplicate_image.json"
-            cli = neardup(["query", str(qdir), "-q", "-o", str(out)], data, work / "query.log")
-            after, _ = pdq_loop(queries, inventory)
-            peer = len(queries) / ((before + after) / 2)
-            ours = len(queries) / cli
-            rows.append(["query", len(queries), cli, ours, peer, ours / peer])
+            cli, cpu = neardup(["query", str(qdir), "-q", "-o", str(out)], data, work / "query.log")
+            after = pdq_loop(queries, inventory)
+            rows.append(_row("query", len(queries), cli, cpu, before, after))
             print(table(HEADERS, rows[-1:]), flush=True)
             if source == "devset":
                 _score(out)
         print()
         print(table(HEADERS, rows))
+        print("\n".join(notes))
         print("# neardup: the CLI subprocess with a fresh embedded stack (start-up included);")
         print("# loop: imagehash.dhash(Image.open(f)) for ingest, PDQ hash + numpy scan for query;")
-        print("# one process each.")
+        print("# one process each. CPU ms/item: the CLI's whole process tree (redis and workers included).")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _row(
+    command: str, n: int, wall: float, cpu: float, before: tuple[float, float], after: tuple[float, float]
+) -> list:
+    peer_wall, peer_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    return [command, n, wall, n / wall, n / peer_wall, peer_wall / wall, cpu / n * 1e3, peer_cpu / n * 1e3]
 
 
 def _score(results: Path) -> None:
@@ -205,7 +227,7 @@ def _score(results: Path) -> None:
     json.loads(results.read_text())  # the output is well-formed
 
 
-HEADERS = ["command", "items", "neardup s", "neardup /s", "loop /s", "ratio"]
+HEADERS = ["command", "items", "neardup s", "neardup /s", "loop /s", "ratio", "CPU ms/item", "loop CPU ms"]
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from common.ids import check_product_id
 from common.ingestion import ingest_items
 from common.querying import run_query
 from common.store import IndexStore
-from workers import index_cache
+from workers import index_cache, process_init  # noqa: F401 - process_init: pool set-up hooks
 from workers.app import app
 
 log = logging.getLogger(__name__)
