@@ -29,6 +29,7 @@ PARTS = [
     ("trim box", "normalise.py", "trim_box"),
     ("  trim: depth", "normalise.py", "depth"),
     ("pHash", "pipeline.py", "_phash"),
+    ("pHash (of the 32x32 copy)", "pipeline.py", "_phash32"),
     ("dHash (primary)", "signatures.py", "dhash64"),
     ("dHash (box-reduced views)", "pipeline.py", "_dhash_gap"),
     ("ORB extract", "verify.py", "extract"),
@@ -49,12 +50,17 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=800)
     ap.add_argument("--height", type=int, default=1000)
     ap.add_argument("--noise", type=float, default=8.0, help="pixel noise sigma (8: ~210 KB at 800x1000)")
+    ap.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (workers use 1)")
     args = ap.parse_args()
+    import cv2
+
+    cv2.setNumThreads(args.cv_threads)
     rng = np.random.default_rng(11)
     files = [photo_jpeg(rng, args.width, args.height, 90, noise=args.noise) for _ in range(args.images)]
     print(machine())
     kb = np.mean([len(f) for f in files]) / 1e3
     print(f"# {args.images} JPEGs {args.width}x{args.height}, mean {kb:.0f} KB; decode {pipeline.DECODE}")
+    print(f"# OpenCV threads: {args.cv_threads} (as in the workers)")
     limit = 60_000_000
     for data in files[:3]:  # warm up (imports, OpenCV thread pools, first allocations)
         pipeline.describe_bytes(data, limit)
