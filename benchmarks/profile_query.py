@@ -38,6 +38,7 @@ PARTS = [
     ("    scans", "pipeline.py", "_scan"),
     ("    word candidates", "pipeline.py", "_word_candidates"),
     ("    verification", "pipeline.py", "_verify"),
+    ("      blobs (cache)", "blobcache.py", "blobs"),
     ("      blobs from Redis", "store.py", "blobs"),
     ("      ORB unpack", "verify.py", "unpack"),
     ("      ORB + RANSAC", "verify.py", "verify"),
@@ -48,6 +49,7 @@ PARTS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--queries", type=int, default=700)
+    ap.add_argument("--no-cache", action="store_true", help="blobs from Redis every time (no blob cache)")
     args = ap.parse_args()
     if not DEVSET.is_dir():
         raise SystemExit(f"needs the devset at {DEVSET}")
@@ -71,16 +73,23 @@ def main() -> None:
             ingestion.ingest_items(items[a : a + 16], store, settings)
         queries = sorted((DEVSET / "queries").glob("*.jpg"))[: args.queries]
         snap = index_cache.snapshot
+        import cv2
+
+        cv2.setNumThreads(1)  # as in the workers (workers/process_init.py)
+        blobs = None if args.no_cache else index_cache.blob_cache().blobs
         for q in queries[:10]:  # warm: index load, word index, imports
-            run_query({"path": str(q)}, snap, store, settings)
+            run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
         cpu, elapsed = [], []
         for q in queries:
             c0 = time.process_time()
-            res = run_query({"path": str(q)}, snap, store, settings)
+            res = run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
             cpu.append((time.process_time() - c0) * 1e3)
             elapsed.append(res.get("elapsed_ms", 0.0))
         print(machine())
-        print(f"# {len(queries)} devset queries against {len(inv)} indexed; preset {settings.preset}")
+        print(
+            f"# {len(queries)} devset queries against {len(inv)} indexed; preset {settings.preset}; "
+            f"blob cache {'off' if args.no_cache else 'on'}"
+        )
         print(
             table(
                 ["no profiler, per query", "mean ms", "median ms"],
@@ -93,7 +102,7 @@ def main() -> None:
         prof = cProfile.Profile(time.process_time)
         prof.enable()
         for q in queries:
-            run_query({"path": str(q)}, snap, store, settings)
+            run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
         prof.disable()
         stats = pstats.Stats(prof).stats
         rows = []

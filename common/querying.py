@@ -124,8 +124,10 @@ def run_query(
     store: IndexStore,
     settings: Settings,
     reraise: tuple[type[BaseException], ...] = (),
+    blobs: pipeline.Blobs | None = None,
 ) -> dict[str, Any]:
-    """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}."""
+    """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}.
+    `blobs`: where candidates' blobs come from (default store.blobs; workers pass their cache)."""
     started = time.perf_counter()
     try:
         req = parse_request(kwargs, settings)
@@ -134,7 +136,7 @@ def run_query(
             sigs = indexed_signatures(req.value, snap, store, req.rule)
         else:
             sigs = query_signatures(req, store, settings)
-        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=store.blobs)
+        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=blobs or store.blobs)
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
     except NeardupError as exc:

@@ -15,6 +15,7 @@ import numpy as np
 import redis
 
 from common import localindex, pipeline, presets
+from common.blobcache import BlobCache
 from common.settings import Settings
 from common.signatures import pack64
 from common.snapshot import Snapshot
@@ -26,6 +27,9 @@ _state: dict = {}  # pid -> (settings, client, store); rebuilt after fork
 _snap: Snapshot | None = None
 _last_change = "0-0"
 _epoch = ""
+# Candidates' blobs kept per process (common.blobcache), in step with the snapshot below.
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+_blob_cache: tuple[int, BlobCache] | None = None
 
 
 def settings() -> Settings:
@@ -41,6 +45,14 @@ def check_signals() -> None:
     decode mode or signature version). One GET per task, because an index can be reset or replaced
     under a running worker; tasks turn the error into recorded failures and error results."""
     store().check_signals()
+
+
+def blob_cache() -> BlobCache:
+    """This process's cache of candidates' blobs: pass its `blobs` where store.blobs would go."""
+    global _blob_cache
+    if _blob_cache is None or _blob_cache[0] != os.getpid():
+        _blob_cache = (os.getpid(), BlobCache(store().blobs, BLOB_CACHE_BYTES))
+    return _blob_cache[1]
 
 
 def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
@@ -79,6 +91,7 @@ def snapshot() -> Snapshot:
             _full_load(st)  # the stream was trimmed past us, or the index was reset
             return _snap
         pids = list(dict.fromkeys(pid for _, pid, _ in changes))
+        blob_cache().forget(pids)
         _snap.apply(
             ((pid, sigs) for pid, sigs in zip(pids, _signatures(st, pids), strict=True) if sigs),
             version=changes[-1][2],
@@ -93,6 +106,7 @@ def _signatures(st: IndexStore, pids: list[str]) -> list[dict[str, bytes] | None
 
 def _full_load(st: IndexStore) -> None:
     global _snap, _last_change, _epoch
+    blob_cache().clear()
     bulk = st.bulk()
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}

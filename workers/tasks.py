@@ -183,7 +183,13 @@ def query(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         index_cache.check_signals()
     except ConfigError as exc:
         return _error(exc)
-    return run_query(kwargs, index_cache.snapshot, index_cache.store(), index_cache.settings())
+    return run_query(
+        kwargs,
+        index_cache.snapshot,
+        index_cache.store(),
+        index_cache.settings(),
+        blobs=index_cache.blob_cache().blobs,
+    )
 
 
 @app.task(name="neardup.query_batch", bind=True, ignore_result=True)
@@ -246,7 +252,14 @@ def _query_batch(task_id: str | None, job_id: str, queries: list[dict]) -> None:
             result = _error(BadRequest("poison", "this batch killed its worker repeatedly"))
         else:
             try:
-                result = run_query(body, snapshot_once, store, settings, reraise=(SoftTimeLimitExceeded,))
+                result = run_query(
+                    body,
+                    snapshot_once,
+                    store,
+                    settings,
+                    reraise=(SoftTimeLimitExceeded,),
+                    blobs=index_cache.blob_cache().blobs,
+                )
             except SoftTimeLimitExceeded:
                 # Out of time: keep the answers given, answer the rest with the reason, and finish.
                 pipe.execute()
