@@ -76,13 +76,13 @@ def main() -> None:
         import cv2
 
         cv2.setNumThreads(1)  # as in the workers (workers/process_init.py)
-        blobs = None if args.no_cache else index_cache.blob_cache().blobs
+        cache = None if args.no_cache else index_cache.blob_cache()
         for q in queries[:10]:  # warm: index load, word index, imports
-            run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
+            run_query({"path": str(q)}, snap, store, settings, cache=cache)
         cpu, elapsed = [], []
         for q in queries:
             c0 = time.process_time()
-            res = run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
+            res = run_query({"path": str(q)}, snap, store, settings, cache=cache)
             cpu.append((time.process_time() - c0) * 1e3)
             elapsed.append(res.get("elapsed_ms", 0.0))
         print(machine())
@@ -102,7 +102,7 @@ def main() -> None:
         prof = cProfile.Profile(time.process_time)
         prof.enable()
         for q in queries:
-            run_query({"path": str(q)}, snap, store, settings, blobs=blobs)
+            run_query({"path": str(q)}, snap, store, settings, cache=cache)
         prof.disable()
         stats = pstats.Stats(prof).stats
         rows = []

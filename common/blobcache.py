@@ -43,6 +43,21 @@ class BlobCache:
                     self._put((signal, pid), value)
         return [found[pid] for pid in product_ids]  # type: ignore[misc]
 
+    def product(
+        self, product_id: str, signals: tuple[str, ...], fetch_product: Callable[[str], dict[str, bytes]]
+    ) -> dict[str, bytes]:
+        """Every blob signal of one product (missing ones left out), like IndexStore.blobs_of: from the
+        cache when all are there (a batch prefetched them), else in one fetch_product round trip."""
+        with self._lock:
+            got = {s: self._get((s, product_id)) for s in signals}
+        if any(v is _ABSENT for v in got.values()):
+            fetched = fetch_product(product_id)
+            got = {s: fetched.get(s) for s in signals}
+            with self._lock:
+                for s, value in got.items():
+                    self._put((s, product_id), value)
+        return {s: v for s, v in got.items() if v is not None}  # type: ignore[misc]
+
     def forget(self, product_ids: Iterable[str]) -> None:
         """Drop every cached blob of these products (they were rewritten)."""
         with self._lock:

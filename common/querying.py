@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from common import pipeline, presets
+from common.blobcache import BlobCache
 from common.errors import BadRequest, NeardupError
 from common.fetch import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
@@ -85,10 +86,14 @@ def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest
 
 
 def indexed_signatures(
-    product_id: str, snap: Snapshot, store: IndexStore, rule: presets.Rule
+    product_id: str,
+    snap: Snapshot,
+    store: IndexStore,
+    rule: presets.Rule,
+    cache: BlobCache | None = None,
 ) -> dict[str, bytes]:
-    """An indexed product's signatures: scanned ones from the worker's memory, blobs from Redis only
-    when the rule verifies (the original rule needs none)."""
+    """An indexed product's signatures: scanned ones from the worker's memory, blobs (from `cache`
+    when given, else Redis) only when the rule verifies (the original rule needs none)."""
     row = snap.rows.get(product_id)
     if row is None:  # written after this snapshot was taken: read it all from Redis
         sigs = store.signatures_of(product_id)
@@ -97,7 +102,10 @@ def indexed_signatures(
         return sigs
     sigs = {key: pack64(int(snap.column(key)[row])) for key in snap.signal_keys}
     if rule.verified:
-        sigs.update(store.blobs_of(product_id))
+        if cache is not None:
+            sigs.update(cache.product(product_id, store.blob_signals, store.blobs_of))
+        else:
+            sigs.update(store.blobs_of(product_id))
     return sigs
 
 
@@ -124,19 +132,20 @@ def run_query(
     store: IndexStore,
     settings: Settings,
     reraise: tuple[type[BaseException], ...] = (),
-    blobs: pipeline.Blobs | None = None,
+    cache: BlobCache | None = None,
 ) -> dict[str, Any]:
     """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}.
-    `blobs`: where candidates' blobs come from (default store.blobs; workers pass their cache)."""
+    `cache`: where blobs come from (default: Redis each time; workers pass their cache)."""
     started = time.perf_counter()
     try:
         req = parse_request(kwargs, settings)
         snap = snapshot_for()
         if req.source == "product_id":
-            sigs = indexed_signatures(req.value, snap, store, req.rule)
+            sigs = indexed_signatures(req.value, snap, store, req.rule, cache)
         else:
             sigs = query_signatures(req, store, settings)
-        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=blobs or store.blobs)
+        blobs = cache.blobs if cache is not None else store.blobs
+        matches = pipeline.find_matches(sigs, snap, req.rule, exclude=req.exclude, blobs=blobs)
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
     except NeardupError as exc:

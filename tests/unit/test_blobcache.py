@@ -57,3 +57,22 @@ def test_stays_within_its_byte_budget_dropping_the_least_recently_used() -> None
     assert len(store.asked) == before  # the warm one and the newest are still there
     cache.blobs("t", ["1"])
     assert store.asked[-1] == ["1"]  # an old one was dropped
+
+
+def test_a_products_blobs_come_from_one_fetch_unless_all_are_cached() -> None:
+    store = CountingStore()
+    products: list[str] = []
+
+    def blobs_of(pid: str) -> dict[str, bytes]:
+        products.append(pid)
+        return {s: v for (s, p), v in store.data.items() if p == pid}
+
+    cache = BlobCache(store.blobs, max_bytes=1 << 20)
+    # Given nothing cached: one product fetch, the missing signal left out as blobs_of does
+    assert cache.product("a", ("pdq", "orb", "thumb"), blobs_of) == {"pdq": b"A" * 10, "orb": b"x" * 500}
+    assert products == ["a"]
+    # When asked again, or after a batch prefetched every signal: no fetch at all
+    assert cache.product("a", ("pdq", "orb", "thumb"), blobs_of) == {"pdq": b"A" * 10, "orb": b"x" * 500}
+    cache.blobs("pdq", ["b"]), cache.blobs("orb", ["b"]), cache.blobs("thumb", ["b"])
+    assert cache.product("b", ("pdq", "orb", "thumb"), blobs_of) == {"pdq": b"B" * 10}
+    assert products == ["a"]
