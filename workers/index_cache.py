@@ -18,6 +18,7 @@ import redis
 
 from common.config.settings import Settings
 from common.index import consistency, feedback, orb_words
+from common.index.blob_cache import BlobCache
 from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
 from common.index.store import Change, IndexStore
@@ -32,6 +33,9 @@ _snap: Snapshot | None = None
 _last_change = "0-0"
 _epoch = ""
 _feedback = feedback.Feedback()
+# Candidates' blobs kept per process (common.blobcache), in step with the snapshot below.
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+_blob_cache: tuple[int, BlobCache] | None = None
 
 
 def settings() -> Settings:
@@ -47,6 +51,14 @@ def check_signals() -> None:
     decode mode or signature version). One GET per task, because an index can be reset or replaced
     under a running worker; tasks turn the error into recorded failures and error results."""
     store().check_signals()
+
+
+def blob_cache() -> BlobCache:
+    """This process's cache of candidates' blobs: pass its `blobs` where store.blobs would go."""
+    global _blob_cache
+    if _blob_cache is None or _blob_cache[0] != os.getpid():
+        _blob_cache = (os.getpid(), BlobCache(store().blobs, BLOB_CACHE_BYTES))
+    return _blob_cache[1]
 
 
 def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
@@ -86,6 +98,7 @@ def snapshot() -> Snapshot:
         if not changes or changes[0].version != _snap.version + 1:
             _full_load(st)  # the stream was trimmed past us, or the index was reset
             return _snap
+        blob_cache().forget(list(dict.fromkeys(c.pid for c in changes)))
         _catch_up(st, _snap, changes)
         _last_change = changes[-1].id
         return _snap
@@ -128,6 +141,7 @@ def _load_feedback(st: IndexStore) -> None:
 def _full_load(st: IndexStore) -> None:
     global _snap, _last_change, _epoch
     consistency.require_consistent(st.r, st.scan_signals)  # a clear error, not "40 signatures for 48 ids"
+    blob_cache().clear()
     bulk = st.bulk()
     snap = Snapshot(pipeline.SCAN_SIGNALS)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}

@@ -135,16 +135,28 @@ class Match:
 PDQ_MIRROR = 5
 
 
-def pdq_dihedral(image: Image.Image) -> list[bytes]:
-    """PDQ of `image` and of its seven rotations/mirrors (one DCT), as 33-byte blobs; [0] is the
-    stored PDQ. common.signals.pdq is bit-identical to pdqhash (tests/unit/test_pdq.py): pdq256@1."""
-    hashes, quality = pdq.compute_dihedral(np.asarray(image.convert("RGB")))
+def pdq_dihedral(image: Image.Image | np.ndarray) -> list[bytes]:
+    """PDQ of `image` (or its (h, w, 3) uint8 RGB array) and of its seven rotations/mirrors (one DCT),
+    as 33-byte blobs; [0] is the stored PDQ. common.signals.pdq is bit-identical to pdqhash
+    (tests/unit/test_pdq.py): pdq256@1."""
+    rgb = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB"))
+    hashes, quality = pdq.compute_dihedral(rgb)
     q = bytes([max(0, min(100, int(quality)))])
     return [pdq.pack(h) + q for h in hashes]
 
 
 def _phash(image: Image.Image) -> int:
     return int(str(imagehash.phash(image)), 16)
+
+
+def _phash32(grey32: Image.Image) -> int:
+    """imagehash.phash of a 32x32 greyscale image, bit for bit: its own steps minus the conversion,
+    the same-size resize (two copies) and the hex round trip."""
+    import scipy.fftpack
+
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.asarray(grey32), axis=0), axis=1)[:8, :8]
+    bits = dct > np.median(dct)
+    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 
 
 def _dhash_gap(grey: Image.Image) -> int:
@@ -178,11 +190,13 @@ def describe(
     In draft mode `image` is best decoded by decode_for (it then arrives near the working size);
     any image works, the signals are defined on its working copy. `query` adds the query-only views
     (mirror, fine thumbnail: ~3 ms), which ingest never stores."""
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else image.convert("RGB")
     work = normalise.despeckled(working_copy(image))
+    # One RGB array and one greyscale copy of the working copy, shared by every signal below.
+    rgb, grey = np.asarray(work), work.convert("L")
     digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
     if mode == DRAFT:
-        sigs = _draft_hashes(work)
+        sigs = _draft_hashes(work, rgb, grey)
     else:
         content = normalise.trimmed(work)
         sigs = {
@@ -192,12 +206,12 @@ def describe(
         }
         for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
             sigs[key] = pack64(dhash64(view))
-    pdq_views = pdq_dihedral(work)  # one DCT: the stored PDQ, and the mirror's for a query
+    pdq_views = pdq_dihedral(rgb)  # one DCT: the stored PDQ, and the mirror's for a query
     sigs[PDQ] = pdq_views[0]
     sigs[SHA] = digest[:8]
-    features = verify.extract(work)
+    features = verify.extract(grey)
     sigs[ORB] = verify.pack(features)
-    sigs[THUMB] = verify.thumbnail(work)
+    sigs[THUMB] = verify.thumbnail(rgb)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in PLUGINS:
         sigs[plugins.key(plugin)] = plugin.describe(work)
@@ -208,19 +222,18 @@ def describe(
     return sigs
 
 
-def _draft_hashes(work: Image.Image) -> dict[str, bytes]:
+def _draft_hashes(work: Image.Image, rgb: np.ndarray, grey: Image.Image) -> dict[str, bytes]:
     """The global hashes of draft mode: the same views as exact mode, from one greyscale copy (crop
     and trim commute with the greyscale conversion). The candidate-only views (pHash, trim, crops)
     take a box pre-reduction (10x cheaper; measured: no change on any preset); the primary dHash does
     not, as the `original` rule and the similarity figure depend on it alone (the pre-reduced dHash
     cost that rule 0.04 recall on the devset). PDQ stays on the working copy: on a halved copy it
-    confirmed more distractors (loose P 0.985 -> 0.963)."""
-    grey = work.convert("L")
-    box = normalise.trim_box(work)
-    small = _phash_grey(grey)
+    confirmed more distractors (loose P 0.985 -> 0.963). `rgb` and `grey`: the working copy's RGB
+    array and greyscale copy."""
+    box = normalise.trim_box(rgb)
     sigs = {
         DHASH_WORK: pack64(dhash64(grey)),
-        PHASH: pack64(_phash(small)),
+        PHASH: pack64(_phash32(_phash_grey(grey))),
         DHASH_TRIM: pack64(_dhash_gap(grey if box == (0, 0, *grey.size) else grey.crop(box))),
     }
     for key, view in zip(DHASH_CROPS, normalise.crop_views(grey), strict=True):
@@ -240,7 +253,7 @@ def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
     grey = mirror.convert("L")
     out = {
         DHASH_MIRROR: pack64(_dhash_gap(grey)),
-        PHASH_MIRROR: pack64(_phash(_phash_grey(grey))),
+        PHASH_MIRROR: pack64(_phash32(_phash_grey(grey))),
         PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
         ORB_MIRROR: verify.pack(verify.extract(mirror)),
         THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
@@ -250,7 +263,7 @@ def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
         grey = studio.convert("L")
         out.update({
             DHASH_BACKDROP: pack64(dhash64(grey)),
-            PHASH_BACKDROP: pack64(_phash(_phash_grey(grey))),
+            PHASH_BACKDROP: pack64(_phash32(_phash_grey(grey))),
             PDQ_BACKDROP: pdq_dihedral(studio)[0],
             ORB_BACKDROP: verify.pack(verify.extract(studio)),
             THUMB_BACKDROP: verify.thumbnail(studio),
@@ -302,6 +315,40 @@ def find_matches(
         rows, _ = _scan(snap, SHA, unpack64(query[SHA]), 0)
         accepted.update({r: ("exact", {}) for r in rows.tolist()})
 
+    best, alt_rows = _hash_candidates(query, snap, rule, primary, q_dh)
+    excluded_row = snap.rows.get(exclude) if exclude is not None else None
+    order = sorted(
+        (r for r in best if r not in accepted and r != excluded_row),
+        key=lambda r: (best[r], int(dh_all[r]), snap.ids[r]),
+    )[: rule.max_candidates]
+    # Local-feature words: crops and pads whose global hashes all moved still share keypoints.
+    order += _word_candidates(query, snap, rule, {*order, *accepted, excluded_row})
+    # emb: the embedding's nearest products join the candidates (None: no model, nothing changes).
+    q_emb = embeddings.query_vector(query, EMBEDDING, snap.embeddings) if blobs is not None else None
+    if q_emb is not None:
+        taken = {*order, *accepted, excluded_row}
+        order += [r for r, _ in snap.embeddings.top(q_emb, rule.embedding_candidates, taken)]
+
+    if blobs is None:
+        # No blob store (library use without Redis): only two agreeing scans are trusted.
+        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), 6)
+        ph_of = dict(zip(ph_rows.tolist(), ph_dist.tolist(), strict=True))
+        for r in order:
+            if dh_all[r] <= 6 and r in ph_of:
+                accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
+        return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, alt_rows))
+    if q_emb is not None:
+        _embedding_tier(q_emb, snap, rule, order, accepted, excluded_row, scored)
+    return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+
+
+def _hash_candidates(
+    query: dict[str, bytes], snap: Snapshot, rule: Rule, primary: str, q_dh: int
+) -> tuple[dict[int, int], dict[str, set[int]]]:
+    """Rows within reach of any 64-bit view pairing, with their best distance; and which rows the
+    mirrored or restored-backdrop views found closer than the query's own views."""
     # Candidates: best distance over every view pairing; dHash keeps the rule's (overridable) radius.
     near, near_d = _scan(snap, primary, q_dh, rule.max_distance)
     best: dict[int, int] = dict(zip(near.tolist(), near_d.tolist(), strict=True))
@@ -330,32 +377,7 @@ def find_matches(
             if d < best.get(r, 65):
                 best[r] = d
                 alt_rows[view].add(r)
-    excluded_row = snap.rows.get(exclude) if exclude is not None else None
-    order = sorted(
-        (r for r in best if r not in accepted and r != excluded_row),
-        key=lambda r: (best[r], int(dh_all[r]), snap.ids[r]),
-    )[: rule.max_candidates]
-    # Local-feature words: crops and pads whose global hashes all moved still share keypoints.
-    order += _word_candidates(query, snap, rule, {*order, *accepted, excluded_row})
-    # emb: the embedding's nearest products join the candidates (None: no model, nothing changes).
-    q_emb = embeddings.query_vector(query, EMBEDDING, snap.embeddings) if blobs is not None else None
-    if q_emb is not None:
-        taken = {*order, *accepted, excluded_row}
-        order += [r for r, _ in snap.embeddings.top(q_emb, rule.embedding_candidates, taken)]
-
-    if blobs is None:
-        # No blob store (library use without Redis): only two agreeing scans are trusted.
-        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), 6)
-        ph_of = dict(zip(ph_rows.tolist(), ph_dist.tolist(), strict=True))
-        for r in order:
-            if dh_all[r] <= 6 and r in ph_of:
-                accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
-        return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
-
-    accepted.update(_verify(query, [snap.ids[r] for r in order], order, rule, blobs, alt_rows))
-    if q_emb is not None:
-        _embedding_tier(q_emb, snap, rule, order, accepted, excluded_row, scored)
-    return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
+    return best, alt_rows
 
 
 def _embedding_tier(
@@ -543,14 +565,32 @@ def _verify(
     blobs: Blobs,
     alt_rows: dict[str, set[int]] | None = None,
 ) -> dict[int, tuple[str, dict]]:
+    """Stage 3 for the candidates: PDQ first (cheap, confirms most), ORB + RANSAC for the rest, then
+    the photometric check of the aligned thumbnails for the few ORB passes."""
     if not ids:
         return {}
     views = _views(query, rule, alt_rows or {})
+    stored = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
+    found, pending, flat = _pdq_stage(views, stored, rows, rule)
+    if not pending or views[0].orb is None:
+        return found
+    passed = _orb_stage(views, pending, blobs(ORB, [ids[i] for i in pending]), ids, rows, rule, flat)
+    # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
+    thumbs = (
+        blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb_blob is not None else []
+    )
+    found.update(_photo_stage(views, passed, thumbs, ids, rows, rule))
+    return found
+
+
+def _pdq_stage(
+    views: list[_View], stored: list[bytes | None], rows: list[int], rule: Rule
+) -> tuple[dict[int, tuple[str, dict]], list[int], dict[int, _View]]:
+    """(confirmed by PDQ, indexes left for ORB, flat ones among those: index -> the view to judge).
+    Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
+    there, so the photometric check on the thumbnails decides instead."""
     found: dict[int, tuple[str, dict]] = {}
     pending: list[int] = []
-    stored = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
-    # Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
-    # there, so the photometric check on the thumbnails decides instead (index -> view).
     flat: dict[int, _View] = {}
     for i, blob in enumerate(stored):
         for view in views:
@@ -563,10 +603,21 @@ def _verify(
             for view in views[:2]:  # straight or mirrored: the same photo, so the same framing
                 if _pdq_flat_close(view.pdq, blob, rule):
                     flat.setdefault(i, view)
-    if not pending or views[0].orb is None:
-        return found
+    return found, pending, flat
+
+
+def _orb_stage(
+    views: list[_View],
+    pending: list[int],
+    orb_blobs: list[bytes | None],
+    ids: list[str],
+    rows: list[int],
+    rule: Rule,
+    flat: dict[int, _View],
+) -> list[tuple[int, bytes, verify.Verdict, _View]]:
+    """The candidates whose keypoints agree with some view's (or flat ones, for the thumbnails)."""
     passed: list[tuple[int, bytes, verify.Verdict, _View]] = []
-    for i, blob in zip(pending, blobs(ORB, [ids[i] for i in pending]), strict=True):
+    for i, blob in zip(pending, orb_blobs, strict=True):
         if blob is None:
             continue
         with _skip_damaged(ids[i]):
@@ -581,10 +632,19 @@ def _verify(
             else:
                 if i in flat:
                     passed.append((i, blob, _same_frame(views[0].features().size, t_feat.size), flat[i]))
-    # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = (
-        blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb_blob is not None else []
-    )
+    return passed
+
+
+def _photo_stage(
+    views: list[_View],
+    passed: list[tuple[int, bytes, verify.Verdict, _View]],
+    thumbs: list[bytes | None],
+    ids: list[str],
+    rows: list[int],
+    rule: Rule,
+) -> dict[int, tuple[str, dict]]:
+    """ORB passes (and flat photos) that the aligned thumbnails also agree on."""
+    found: dict[int, tuple[str, dict]] = {}
     for k, (i, blob, verdict, view) in enumerate(passed):
         extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None

@@ -17,6 +17,7 @@ from common.errors import BadRequest, NeardupError
 from common.fetch.guarded import FetchPolicy, fetch_with_retries
 from common.ids import check_product_id
 from common.index import embeddings
+from common.index.blob_cache import BlobCache
 from common.index.feedback import banned_for
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
@@ -87,10 +88,14 @@ def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest
 
 
 def indexed_signatures(
-    product_id: str, snap: Snapshot, store: IndexStore, rule: presets.Rule
+    product_id: str,
+    snap: Snapshot,
+    store: IndexStore,
+    rule: presets.Rule,
+    cache: BlobCache | None = None,
 ) -> dict[str, bytes]:
-    """An indexed product's signatures: scanned ones from the worker's memory, blobs from Redis only
-    when the rule verifies (the original rule needs none)."""
+    """An indexed product's signatures: scanned ones from the worker's memory, blobs (from `cache`
+    when given, else Redis) only when the rule verifies (the original rule needs none)."""
     row = snap.rows.get(product_id)
     if row is None:  # written after this snapshot was taken: read it all from Redis
         sigs = store.signatures_of(product_id)
@@ -99,7 +104,10 @@ def indexed_signatures(
         return sigs
     sigs = {key: pack64(int(snap.column(key)[row])) for key in snap.signal_keys}
     if rule.verified:
-        sigs.update(store.blobs_of(product_id))
+        if cache is not None:
+            sigs.update(cache.product(product_id, store.blob_signals, store.blobs_of))
+        else:
+            sigs.update(store.blobs_of(product_id))
     return sigs
 
 
@@ -126,21 +134,22 @@ def run_query(
     store: IndexStore,
     settings: Settings,
     reraise: tuple[type[BaseException], ...] = (),
+    cache: BlobCache | None = None,
 ) -> dict[str, Any]:
-    """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}."""
+    """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}.
+    `cache`: where blobs come from (default: Redis each time; workers pass their cache)."""
     started = time.perf_counter()
     try:
         req = parse_request(kwargs, settings)
         snap = snapshot_for()
         if req.source == "product_id":
-            sigs = indexed_signatures(req.value, snap, store, req.rule)
+            sigs = indexed_signatures(req.value, snap, store, req.rule, cache)
         else:
             sigs = query_signatures(req, store, settings)
         rule, calibration = _calibrated(req.rule, store)
         scored: dict[str, float] = {}
-        matches = pipeline.find_matches(
-            sigs, snap, rule, exclude=req.exclude, blobs=store.blobs, scored=scored
-        )
+        blobs = cache.blobs if cache is not None else store.blobs
+        matches = pipeline.find_matches(sigs, snap, rule, exclude=req.exclude, blobs=blobs, scored=scored)
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
         if snap.exclusions:  # review feedback: pairs marked "not a duplicate" are never listed

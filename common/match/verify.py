@@ -45,7 +45,8 @@ MIN_ORB_SIDE = 64
 
 
 def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Features:
-    grey = np.asarray(image.convert("L"))
+    """ORB features of `image` (any mode; pass the greyscale copy when there is one: no conversion)."""
+    grey = np.asarray(image if image.mode == "L" else image.convert("L"))
     h, w = grey.shape
     scale = SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -203,11 +204,13 @@ def _resized(arr: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(arr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> bytes:
+def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE) -> bytes:
     """The stored thumbnail blob: 4-byte header (luma w, h; chroma w, h) + luma + Cr + Cb, uint8.
 
-    About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma). `side` FINE_SIDE: a query's fine one."""
-    small = _resized(np.asarray(image.convert("RGB")), side)  # one area resize of the photo
+    About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma). `image`: a picture, or its (h, w, 3)
+    uint8 RGB array. `side` FINE_SIDE: a query's fine one."""
+    rgb = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB"))
+    small = _resized(rgb, side)  # one area resize of the photo
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     ycc = cv2.cvtColor(_resized(small, side * CHROMA_SIDE // THUMB_SIDE), cv2.COLOR_RGB2YCrCb)
     header = bytes([luma.shape[1], luma.shape[0], ycc.shape[1], ycc.shape[0]])

@@ -14,7 +14,8 @@ DHASH = "dhash64@1"  # imagehash.dhash(image, 8) exactly: LANCZOS to 9x8 greysca
 
 def dhash64(image: Image.Image) -> int:
     """64-bit dHash, bit for bit what imagehash.dhash(image) gives, as an int (first bit = MSB)."""
-    small = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    grey = image if image.mode == "L" else image.convert("L")
+    small = grey.resize((9, 8), Image.Resampling.LANCZOS)
     pixels = np.asarray(small)
     bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

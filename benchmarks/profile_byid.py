@@ -1,0 +1,93 @@
+"""Where a by-id query's time goes inside one worker process at catalog size (synthetic index).
+
+    python benchmarks/profile_byid.py --size 200000 --queries 2000
+
+The index is filled like bench_e2e.py (BenchStack.fill_synthetic: planted dHashes, random views and
+PDQ, empty ORB, one shared thumbnail); queries run through run_query as the query_batch task runs
+them, then under cProfile (cumulative CPU ms per query by part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import time
+
+import numpy as np
+from _common import machine, planted_hashes, table
+from _stack import BenchStack
+
+PARTS = [
+    ("run_query", "querying.py", "run_query"),
+    ("  parse_request", "querying.py", "parse_request"),
+    ("  indexed_signatures", "querying.py", "indexed_signatures"),
+    ("    blobs_of (Redis)", "store.py", "blobs_of"),
+    ("  find_matches", "pipeline.py", "find_matches"),
+    ("    scans", "pipeline.py", "_scan"),
+    ("    word candidates", "pipeline.py", "_word_candidates"),
+    ("    verification", "pipeline.py", "_verify"),
+    ("      blobs (Redis)", "store.py", "blobs"),
+    ("    ranked", "pipeline.py", "_ranked"),
+    ("  snapshot sync", "index_cache.py", "snapshot"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", type=int, default=200_000)
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--preset", default="balanced")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.size)
+    with BenchStack() as stack:
+        t0 = time.perf_counter()
+        stack.fill_synthetic(planted_hashes(rng, args.size))
+        fill = time.perf_counter() - t0
+        os.environ["NEARDUP_REDIS_URL"] = stack.redis.url
+        from common.match.querying import run_query
+        from workers import index_cache
+
+        store, settings = index_cache.store(), index_cache.settings()
+        pids = [f"{1_000_000_000 + int(k)}" for k in rng.integers(0, args.size, args.queries)]
+        t0 = time.perf_counter()
+        for pid in pids[:20]:
+            run_query({"product_id": pid, "preset": args.preset}, index_cache.snapshot, store, settings)
+        warm = time.perf_counter() - t0
+        cpu, inside = [], []
+        for pid in pids:
+            c0 = time.process_time()
+            res = run_query({"product_id": pid, "preset": args.preset}, index_cache.snapshot, store, settings)
+            cpu.append((time.process_time() - c0) * 1e3)
+            inside.append(res["elapsed_ms"])
+        print(machine())
+        print(f"# {args.size:,} indexed (fill {fill:.0f} s, first 20 queries incl. index load {warm:.1f} s)")
+        print(
+            table(
+                ["no profiler, per query", "mean ms", "median ms"],
+                [
+                    ["CPU", statistics.mean(cpu), statistics.median(cpu)],
+                    ["elapsed_ms", statistics.mean(inside), statistics.median(inside)],
+                ],
+            )
+        )
+        prof = cProfile.Profile(time.process_time)
+        prof.enable()
+        for pid in pids:
+            run_query({"product_id": pid, "preset": args.preset}, index_cache.snapshot, store, settings)
+        prof.disable()
+        stats = pstats.Stats(prof).stats
+        rows = []
+        for label, suffix, name in PARTS:
+            hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
+            if hits:
+                calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
+                rows.append([label, calls / len(pids), cum / len(pids) * 1e3])
+        print(table(["cProfile (cumulative, CPU)", "calls/query", "ms/query"], rows))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()

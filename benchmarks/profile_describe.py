@@ -1,0 +1,106 @@
+"""Where describing one image goes, per signal, in one process: ms per call for an 800x1000 JPEG.
+
+    python benchmarks/profile_describe.py                 # 40 noisy 800x1000 JPEGs, quality 90
+    python benchmarks/profile_describe.py --images 10 --width 360 --height 540   # query-sized
+
+Two views: the wall time of decode and describe without a profiler (what the worker pays), and a
+cProfile breakdown by the functions the signals are made of (cumulative ms per image: a line
+includes what it calls, so lines overlap; the profiler adds a little to each call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+from _common import machine, photo_jpeg, table
+
+from common.match import pipeline
+
+# (label, file suffix, function name): the parts a describe is made of, before and after the
+# shared pyramid; names that do not exist in this version are simply not listed.
+PARTS = [
+    ("decode (guarded, draft)", "imaging.py", "decode"),
+    ("describe total", "pipeline.py", "describe"),
+    ("PDQ", "pipeline.py", "_pdq"),
+    ("trim box", "normalise.py", "trim_box"),
+    ("  trim: depth", "normalise.py", "depth"),
+    ("pHash", "pipeline.py", "_phash"),
+    ("pHash (of the 32x32 copy)", "pipeline.py", "_phash32"),
+    ("dHash (primary)", "signatures.py", "dhash64"),
+    ("dHash (box-reduced views)", "pipeline.py", "_dhash_gap"),
+    ("ORB extract", "verify.py", "extract"),
+    ("ORB pack", "verify.py", "pack"),
+    ("thumbnail", "verify.py", "thumbnail"),
+    ("ORB words", "localindex.py", "words_of"),
+    ("pyramid", "pyramid.py", "build"),
+    ("PIL resize (all)", "Image.py", "resize"),
+    ("PIL reduce (all)", "Image.py", "reduce"),
+    ("PIL convert (all)", "Image.py", "convert"),
+    ("cv2.resize (all)", "~", "<built-in method cv2.resize>"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--width", type=int, default=800)
+    ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--noise", type=float, default=8.0, help="pixel noise sigma (8: ~210 KB at 800x1000)")
+    ap.add_argument("--cv-threads", type=int, default=1, help="OpenCV threads (workers use 1)")
+    args = ap.parse_args()
+    import cv2
+
+    cv2.setNumThreads(args.cv_threads)
+    rng = np.random.default_rng(11)
+    files = [photo_jpeg(rng, args.width, args.height, 90, noise=args.noise) for _ in range(args.images)]
+    print(machine())
+    kb = np.mean([len(f) for f in files]) / 1e3
+    print(f"# {args.images} JPEGs {args.width}x{args.height}, mean {kb:.0f} KB; decode {pipeline.DECODE}")
+    print(f"# OpenCV threads: {args.cv_threads} (as in the workers)")
+    limit = 60_000_000
+    for data in files[:3]:  # warm up (imports, OpenCV thread pools, first allocations)
+        pipeline.describe_bytes(data, limit)
+
+    def wall(fn) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            for data in files:
+                fn(data)
+            best = min(best, time.process_time() - t0)
+        return best / len(files) * 1000
+
+    decode_ms = wall(lambda d: pipeline.decode_for(d, limit))
+    total_ms = wall(lambda d: pipeline.describe_bytes(d, limit))
+    print(
+        table(
+            ["no profiler (CPU ms/image, best of 3)", "ms"],
+            [
+                ["decode", decode_ms],
+                ["describe_bytes (decode + every signal)", total_ms],
+                ["describe alone", total_ms - decode_ms],
+            ],
+        )
+    )
+    print()
+    prof = cProfile.Profile(time.process_time)  # CPU, like the worker measurement
+    prof.enable()
+    for data in files:
+        pipeline.describe_bytes(data, limit)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    rows = []
+    for label, suffix, name in PARTS:
+        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
+        if hits:
+            calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
+            rows.append([label, calls / len(files), cum / len(files) * 1000])
+    print(table(["cProfile (cumulative)", "calls/image", "ms/image"], rows))
+
+
+if __name__ == "__main__":
+    main()

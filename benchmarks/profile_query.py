@@ -1,0 +1,121 @@
+"""Where an image query's time goes inside one worker process: ms per query by stage.
+
+    python benchmarks/profile_query.py              # devset: 700 queries against its 400 inventory
+    python benchmarks/profile_query.py --queries 200
+
+A private redis-server (free port) holds the index; the inventory is ingested in this process with
+common.ingestion, then each query runs through common.querying.run_query exactly as the
+query_batch task runs it (path source, the worker's index cache), first without a profiler
+(CPU ms per query: what the worker pays) and then under cProfile (cumulative ms per query by part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, table
+from _stack import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVSET = ROOT.parent / "shared" / "devset"
+
+PARTS = [
+    ("run_query", "querying.py", "run_query"),
+    ("  describe_bytes (decode + signals)", "pipeline.py", "describe_bytes"),
+    ("    decode", "imaging.py", "decode"),
+    ("    PDQ", "pipeline.py", "_pdq"),
+    ("    ORB extract", "verify.py", "extract"),
+    ("    trim box", "normalise.py", "trim_box"),
+    ("  fetch (read the file)", "fetch.py", "fetch_with_retries"),
+    ("  find_matches", "pipeline.py", "find_matches"),
+    ("    scans", "pipeline.py", "_scan"),
+    ("    word candidates", "pipeline.py", "_word_candidates"),
+    ("    verification", "pipeline.py", "_verify"),
+    ("      blobs (cache)", "blobcache.py", "blobs"),
+    ("      blobs from Redis", "store.py", "blobs"),
+    ("      ORB unpack", "verify.py", "unpack"),
+    ("      ORB + RANSAC", "verify.py", "verify"),
+    ("      photometric", "verify.py", "photometric"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--queries", type=int, default=700)
+    ap.add_argument("--no-cache", action="store_true", help="blobs from Redis every time (no blob cache)")
+    args = ap.parse_args()
+    if not DEVSET.is_dir():
+        raise SystemExit(f"needs the devset at {DEVSET}")
+    work = Path(tempfile.mkdtemp(prefix="neardup-profq-"))
+    from producer.redis_server import RedisServer
+
+    server = RedisServer(work / "redis", port=free_port(), appendonly=False).start()
+    os.environ.update(
+        NEARDUP_REDIS_URL=server.url, NEARDUP_FILE_ROOTS=str(DEVSET), NEARDUP_DATA_DIR=str(work)
+    )
+    try:
+        from common import ingestion
+        from common.match.querying import run_query
+        from workers import index_cache
+
+        settings, store = index_cache.settings(), index_cache.store()
+        store.check_signals()
+        inv = sorted((DEVSET / "inventory").glob("*.jpg"))
+        items = [(f.stem, str(f)) for f in inv]
+        for a in range(0, len(items), 16):
+            ingestion.ingest_items(items[a : a + 16], store, settings)
+        queries = sorted((DEVSET / "queries").glob("*.jpg"))[: args.queries]
+        snap = index_cache.snapshot
+        import cv2
+
+        cv2.setNumThreads(1)  # as in the workers (workers/process_init.py)
+        cache = None if args.no_cache else index_cache.blob_cache()
+        for q in queries[:10]:  # warm: index load, word index, imports
+            run_query({"path": str(q)}, snap, store, settings, cache=cache)
+        cpu, elapsed = [], []
+        for q in queries:
+            c0 = time.process_time()
+            res = run_query({"path": str(q)}, snap, store, settings, cache=cache)
+            cpu.append((time.process_time() - c0) * 1e3)
+            elapsed.append(res.get("elapsed_ms", 0.0))
+        print(machine())
+        print(
+            f"# {len(queries)} devset queries against {len(inv)} indexed; preset {settings.preset}; "
+            f"blob cache {'off' if args.no_cache else 'on'}"
+        )
+        print(
+            table(
+                ["no profiler, per query", "mean ms", "median ms"],
+                [
+                    ["CPU", statistics.mean(cpu), statistics.median(cpu)],
+                    ["elapsed_ms (the result's own)", statistics.mean(elapsed), statistics.median(elapsed)],
+                ],
+            )
+        )
+        prof = cProfile.Profile(time.process_time)
+        prof.enable()
+        for q in queries:
+            run_query({"path": str(q)}, snap, store, settings, cache=cache)
+        prof.disable()
+        stats = pstats.Stats(prof).stats
+        rows = []
+        for label, suffix, name in PARTS:
+            hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
+            if hits:
+                calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
+                rows.append([label, calls / len(queries), cum / len(queries) * 1e3])
+        print()
+        print(table(["cProfile (cumulative, CPU)", "calls/query", "ms/query"], rows))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The cheaper describe steps give the bits the plain ones gave: shared arrays, the blockwise border
+walk, and pHash straight from the 32x32 copy."""
+
+from __future__ import annotations
+
+import cv2
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.match import pipeline, verify
+from common.signals import normalise
+
+_TOL, _KEEP = 10, 0.97
+
+
+def _depth_reference(lines: np.ndarray) -> int:
+    """The border walk as it was: every line of the outer half compared at once."""
+    lines = lines[: max(1, len(lines) // 2)].astype(np.int16)
+    diff = np.abs(lines - np.median(lines[0], axis=0).astype(np.int16))
+    worst = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2])
+    ok = (worst <= _TOL).mean(axis=1) >= _KEEP
+    if not ok[0]:
+        return 0
+    bad = np.flatnonzero(~ok)
+    return int(bad[0]) if len(bad) else len(ok)
+
+
+def _bordered(rng: np.random.Generator, w: int, h: int, top: int, left: int, colour: int) -> np.ndarray:
+    a = np.full((h, w, 3), colour, np.uint8)
+    a[top : h - top // 2, left : w - left * 2] = rng.integers(0, 256, (h - top // 2 - top, w - 3 * left, 3))
+    return a
+
+
+def _trim_box_reference(a: np.ndarray) -> tuple[int, int, int, int]:
+    """trim_box as it was (full comparison per side), for RGB arrays."""
+    fh, fw, _ = a.shape
+    scale = min(1.0, 256 / max(fh, fw))
+    size = (max(1, round(fw * scale)), max(1, round(fh * scale)))
+    small = cv2.resize(a, size, interpolation=cv2.INTER_AREA) if scale < 1 else a
+    m = cv2.medianBlur(small, 3)
+    h, w, _ = m.shape
+    top, bottom = _depth_reference(m), _depth_reference(m[::-1])
+    left, right = _depth_reference(m.transpose(1, 0, 2)), _depth_reference(m.transpose(1, 0, 2)[::-1])
+    if top + bottom >= h - 8 or left + right >= w - 8:
+        return (0, 0, fw, fh)
+    box = (
+        int(np.ceil(left / scale)),
+        int(np.ceil(top / scale)),
+        int(np.floor((w - right) / scale)),
+        int(np.floor((h - bottom) / scale)),
+    )
+    return (
+        min(box[0], fw),
+        min(box[1], fh),
+        max(min(box[2], fw), box[0] + 1),
+        max(min(box[3], fh), box[1] + 1),
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_blockwise_border_walk_finds_the_box_the_full_comparison_found(seed: int) -> None:
+    # Given images with borders of many depths (none, one line, tens of lines, almost all), any size
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(20, 700)), int(rng.integers(20, 700))
+    top, left = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 3))
+    a = _bordered(rng, w, h, top, left, int(rng.integers(200, 256)))
+    # When trimmed (from the array, or from the picture), Then the box is the one found before
+    assert normalise.trim_box(a) == _trim_box_reference(a)
+    assert normalise.trim_box(Image.fromarray(a)) == _trim_box_reference(a)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_phash_from_the_32px_copy_is_imagehash_phash(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    grey = Image.fromarray(rng.integers(0, 256, (int(rng.integers(40, 400)), 300), dtype=np.uint8))
+    small = grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    assert pipeline._phash32(small) == int(str(imagehash.phash(small)), 16)
+
+
+def test_signals_take_the_shared_copies_without_changing_a_bit() -> None:
+    rng = np.random.default_rng(9)
+    image = Image.fromarray(_bordered(rng, 400, 500, 30, 20, 250))
+    rgb, grey = np.asarray(image), image.convert("L")
+    assert normalise.trim_box(rgb) == normalise.trim_box(image)
+    assert verify.thumbnail(rgb) == verify.thumbnail(image)
+    assert verify.pack(verify.extract(grey)) == verify.pack(verify.extract(image))
+    assert pipeline.pdq_dihedral(rgb) == pipeline.pdq_dihedral(image)
