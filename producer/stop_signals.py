@@ -27,12 +27,21 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_raised: list[int] = []  # the stop signal already raised in this command, if any
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    # One stop is enough: a second one arriving while the first unwinds (outside `deferred`, e.g.
+    # while the exit message is printed) must not escape `main` and kill the process by the signal.
+    if _raised:
+        return
+    _raised.append(signum)
     raise Interrupted(signum)
 
 
 def install() -> None:
-    """Every stop signal raises Interrupted in the main thread."""
+    """Every stop signal raises Interrupted in the main thread (once per command)."""
+    _raised.clear()
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
             signal.signal(sig, _raise)
