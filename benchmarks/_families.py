@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.match import pipeline, presets
+from common.match import describe, pipeline, presets
+from common.signals import signal_set
 
 ORDER = ("original", "strict", "balanced", "loose")
 SPLITS = ("held", "tune")
@@ -24,9 +25,9 @@ SPLITS = ("held", "tune")
 
 def _describe(path: str, query: bool = False) -> tuple[dict[str, bytes], list[bytes]]:
     data = Path(path).read_bytes()
-    image = pipeline.decode_for(data, 10**9)
-    sigs = pipeline.describe(image, data, query=query)
-    return sigs, pipeline.pdq_dihedral(pipeline.working_copy(image.convert("RGB")))
+    image = describe.decode_for(data, 10**9, signal_set.from_env().decode)
+    sigs = describe.describe(image, data, signal_set.from_env(), query=query)
+    return sigs, describe.pdq_dihedral(describe.working_copy(image.convert("RGB")))
 
 
 def _describe_query(path: str) -> tuple[dict[str, bytes], list[bytes]]:

@@ -14,7 +14,8 @@ import redis
 
 from common.config.settings import Settings
 from common.index.store import IndexStore
-from common.match import pipeline
+from common.match import describe, pipeline
+from common.signals import signal_set
 from producer.connection import celery_app
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
@@ -39,7 +40,7 @@ class BenchStack:
             Settings.from_env({}), redis_url=self.redis.url, data_dir=self.dir, **self.overrides
         )
         self.r = redis.Redis.from_url(self.redis.url)
-        self.store = IndexStore(self.r, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS)
+        self.store = IndexStore(self.r, signal_set.from_env().scan, signal_set.from_env().blobs)
         self.app = celery_app(self.settings)
         return self
 
@@ -76,29 +77,29 @@ class BenchStack:
         from common.signals.signatures import pack64
 
         rng = np.random.default_rng(seed)
-        others = [s for s in pipeline.SCAN_SIGNALS if s != pipeline.PRIMARY]
+        others = [s for s in signal_set.from_env().scan if s != signal_set.from_env().primary]
         columns = {s: rng.integers(0, 2**64 - 1, len(hashes), dtype=np.uint64, endpoint=True) for s in others}
         empty_orb = pipeline.verify.pack(
             pipeline.verify.Features((1, 1), np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
         )
         from PIL import Image
 
-        sample = pipeline.describe(Image.new("RGB", (360, 540), "white"))
-        sample_blobs = {key: sample[key] for key in pipeline.BLOB_SIGNALS}
+        sample = describe.describe(Image.new("RGB", (360, 540), "white"))
+        sample_blobs = {key: sample[key] for key in signal_set.from_env().blobs}
         if thumb_side is not None:  # a valid thumbnail blob (header: luma w, h; chroma w, h), flat grey
             c = max(1, thumb_side // 2)
             header = bytes([thumb_side, thumb_side, c, c])
-            sample_blobs[pipeline.THUMB] = header + bytes([128]) * (thumb_side**2 + 2 * c * c)
+            sample_blobs[signal_set.THUMB] = header + bytes([128]) * (thumb_side**2 + 2 * c * c)
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):
                 sigs = {
-                    pipeline.PRIMARY: pack64(int(hashes[k])),
+                    signal_set.from_env().primary: pack64(int(hashes[k])),
                     **{s: pack64(int(columns[s][k])) for s in others},
                 }
                 sigs.update(sample_blobs)  # e.g. thumbnails: one real one, shared
-                sigs[pipeline.PDQ] = rng.bytes(32) + bytes([90])
-                sigs[pipeline.ORB] = empty_orb
+                sigs[signal_set.PDQ] = rng.bytes(32) + bytes([90])
+                sigs[signal_set.ORB] = empty_orb
                 products.append(Product(f"{1_000_000_000 + first_id + k}", "", sigs))
             self.store.write(products)
 

@@ -42,8 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 from common.index import orb_words  # noqa: E402
 from common.index.snapshot import Snapshot  # noqa: E402
-from common.match import pipeline, presets  # noqa: E402
-from common.signals import plugins  # noqa: E402
+from common.match import describe, pipeline, presets  # noqa: E402
+from common.signals import (
+    plugins,  # noqa: E402
+    signal_set,
+)
 from common.signals.plugins import GarmentColour  # noqa: E402
 from tests.support import samplegen  # noqa: E402
 
@@ -108,7 +111,7 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
 
 def _describe_file(path: str, query: bool = False) -> dict[str, bytes]:
     # The workers' own decode + describe, in the mode NEARDUP_DECODE selects (exact or draft).
-    return pipeline.describe_bytes(Path(path).read_bytes(), 10**9, query=query)
+    return describe.describe_bytes(Path(path).read_bytes(), 10**9, signal_set.from_env(), query=query)
 
 
 def _describe_query(path: str) -> dict[str, bytes]:
@@ -148,9 +151,11 @@ class MemoryIndex:
     """Snapshot + blob dict: what the query worker has (scan columns) and fetches (blobs)."""
 
     def __init__(self, ids: list[str], sigs: list[dict[str, bytes]]) -> None:
-        self.snap = Snapshot(pipeline.SCAN_SIGNALS)
-        self.snap.load(ids, {k: [s[k] for s in sigs] for k in pipeline.SCAN_SIGNALS}, version=1)
-        self.store = {k: dict(zip(ids, (s[k] for s in sigs), strict=True)) for k in pipeline.BLOB_SIGNALS}
+        self.snap = Snapshot(signal_set.from_env().scan)
+        self.snap.load(ids, {k: [s[k] for s in sigs] for k in signal_set.from_env().scan}, version=1)
+        self.store = {
+            k: dict(zip(ids, (s[k] for s in sigs), strict=True)) for k in signal_set.from_env().blobs
+        }
         self.fetched = 0
 
     def blobs(self, key: str, ids: list[str]) -> list[bytes | None]:
@@ -279,9 +284,9 @@ def measure_scale(n_rows: int, folder: Path, workers: int, n_queries: int = 100)
     qs = describe_all([folder / "queries" / n for n in names], workers, query=True)
     rng = np.random.default_rng(0)
     fake_ids = [f"9{i:09d}" for i in range(n_rows)]
-    snap = Snapshot(pipeline.SCAN_SIGNALS)
+    snap = Snapshot(signal_set.from_env().scan)
     cols = {}
-    for k in pipeline.SCAN_SIGNALS:
+    for k in signal_set.from_env().scan:
         real = [s[k] for s in inv]
         fake = rng.integers(0, 2**63, size=n_rows, dtype=np.int64).astype(">u8").tobytes()
         cols[k] = real + [fake[i * 8 : i * 8 + 8] for i in range(n_rows)]
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seller-generated", type=int, default=100, help="generated tops in those sets")
     args = ap.parse_args(argv)
     mode = "system (neardup run, embedded stack)" if args.system else "in-process (describe + find_matches)"
-    print(f"mode: {mode}; decode: {pipeline.DECODE} (NEARDUP_DECODE)")
+    print(f"mode: {mode}; decode: {signal_set.from_env().decode} (NEARDUP_DECODE)")
 
     def run(folder: Path, title: str) -> dict[str, dict]:
         return evaluate_system(folder, title) if args.system else evaluate(folder, args.workers, title)

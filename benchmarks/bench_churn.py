@@ -24,6 +24,7 @@ from _stack import BenchStack
 from common.index import keys, orb_words
 from common.index.snapshot import Snapshot
 from common.match import pipeline, presets
+from common.signals import signal_set
 from common.signals.signatures import pack64
 
 CHUNK = 5000
@@ -47,12 +48,12 @@ def load_seconds(stack: BenchStack, repeat: int = 3) -> tuple[float, float]:
     for _ in range(repeat):
         t0 = time.perf_counter()
         bulk = stack.store.bulk()
-        snap = Snapshot(pipeline.SCAN_SIGNALS)
+        snap = Snapshot(signal_set.from_env().scan)
         arrays = {k: np.frombuffer(v, ">u8").astype(np.uint64) for k, v in bulk.columns.items()}
         snap.load_arrays(bulk.ids, arrays, bulk.version)
         best = min(best, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    blank = {key: pack64(0) for key in pipeline.SCAN_SIGNALS}
+    blank = {key: pack64(0) for key in signal_set.from_env().scan}
     pipeline.find_matches(blank, snap, presets.resolve("balanced"))
     orb_words.index_for(snap).top(np.zeros(1, np.uint16), 1)
     return best, best + time.perf_counter() - t0

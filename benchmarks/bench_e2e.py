@@ -20,7 +20,7 @@ from _stack import BenchStack
 
 from common.config import tasks
 from common.index.snapshot import Snapshot
-from common.match import pipeline
+from common.signals import signal_set
 from producer import jobs
 
 HEADERS = ["N", "preset", "fill s", "index load s", "p50 ms", "p99 ms", "in-worker ms", "batch q/s",
@@ -33,7 +33,7 @@ def index_load_seconds(stack: BenchStack, repeat: int = 3) -> float:
     for _ in range(repeat):
         t0 = time.perf_counter()
         bulk = stack.store.bulk()
-        snap = Snapshot(pipeline.SCAN_SIGNALS)
+        snap = Snapshot(signal_set.from_env().scan)
         arrays = {k: np.frombuffer(v, ">u8").astype(np.uint64) for k, v in bulk.columns.items()}
         snap.load_arrays(bulk.ids, arrays, bulk.version)
         best = min(best, time.perf_counter() - t0)

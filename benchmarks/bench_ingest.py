@@ -24,7 +24,7 @@ import requests
 from _common import machine, photo_jpeg, table
 from _stack import BenchStack
 
-from common.match import pipeline
+from common.signals import signal_set
 from producer import jobs
 
 LATENCY = 0.100
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--configs", help="processes x concurrency, comma-separated, e.g. 2x16,4x8")
     args = ap.parse_args()
     print(machine())
-    print(f"decode: {pipeline.DECODE} (NEARDUP_DECODE)")
+    print(f"decode: {signal_set.from_env().decode} (NEARDUP_DECODE)")
     ctx = multiprocessing.get_context("spawn")
     ports: multiprocessing.Queue = ctx.Queue()
     server = ctx.Process(target=serve, args=(ports, 97, LATENCY), daemon=True)
@@ -90,7 +90,7 @@ def main() -> None:
     rows = []
     # Workers describe in this process's mode, so the index and its signal list agree.
     stack_settings = {"allow_private_urls": True, "fetch_retries": 1, "ingest_chunk": 16}
-    with BenchStack(**stack_settings, decode=pipeline.DECODE) as stack:
+    with BenchStack(**stack_settings, decode=signal_set.from_env().decode) as stack:
         for procs, conc in configs:
             stack.start_workers(("ingest",), procs, fetch_concurrency=conc)
             stack.r.flushdb()
@@ -99,7 +99,18 @@ def main() -> None:
             job, sent, _ = jobs.enqueue_ingest(stack.app, stack.store, items, chunk=16)
             state = jobs.wait(stack.r, job, sent, "ingest", lambda: True, progress=False, timeout=900)
             rate = args.images / (time.perf_counter() - t0)
-            rows.append([pipeline.DECODE, procs, conc, args.images, state.failed, rate, peer, rate / peer])
+            rows.append(
+                [
+                    signal_set.from_env().decode,
+                    procs,
+                    conc,
+                    args.images,
+                    state.failed,
+                    rate,
+                    peer,
+                    rate / peer,
+                ]
+            )
             print(table(HEADERS, rows[-1:]), flush=True)
             stack.stop_workers()
     server.terminate()

@@ -1,7 +1,7 @@
 """PDQ in numpy (common.signals.pdq) against pdqhash, the compiled reference: same bits? how much slower?
 
 For every image: decoded as the pipeline decodes it (exact and draft mode), reduced to its working
-copy (pipeline.working_copy), then hashed by both. Prints, per image set, the fraction of images
+copy (describe.working_copy), then hashed by both. Prints, per image set, the fraction of images
 whose 256 bits, quality and eight dihedral hashes are identical, the largest bit difference, and
 ms per image of each (best of 5 rounds in which they take turns, luma conversion included in
 both, as pipeline._pdq calls them).
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from _common import machine, table
 
-from common.match import pipeline
-from common.signals import pdq
+from common.match import describe
+from common.signals import pdq, signal_set
 from tests.support import samplegen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,8 @@ DEVSET = ROOT.parent / "shared" / "devset"
 def working_copies(paths: list[Path], mode: str) -> list[np.ndarray]:
     out = []
     for p in paths:
-        image = pipeline.decode_for(p.read_bytes(), 60_000_000, mode)
-        out.append(np.asarray(pipeline.working_copy(image.convert("RGB"))))
+        image = describe.decode_for(p.read_bytes(), 60_000_000, mode)
+        out.append(np.asarray(describe.working_copy(image.convert("RGB"))))
     return out
 
 
@@ -92,7 +92,7 @@ def main() -> None:
         sets["generated"] = sorted(Path(tmp).glob("*/*.jpg"))
         rows = []
         for name, paths in sets.items():
-            for mode in (pipeline.EXACT, pipeline.DRAFT):
+            for mode in (signal_set.EXACT, signal_set.DRAFT):
                 arrays = working_copies(paths, mode)
                 if pdqhash is None:
                     (ours,) = interleaved_ms([pdq.compute], arrays)

@@ -18,7 +18,8 @@ import time
 import numpy as np
 from _common import machine, photo_jpeg, table
 
-from common.match import pipeline
+from common.match import describe
+from common.signals import signal_set
 
 # (label, file suffix, function name): the parts a describe is made of, before and after the
 # shared pyramid; names that do not exist in this version are simply not listed.
@@ -59,11 +60,14 @@ def main() -> None:
     files = [photo_jpeg(rng, args.width, args.height, 90, noise=args.noise) for _ in range(args.images)]
     print(machine())
     kb = np.mean([len(f) for f in files]) / 1e3
-    print(f"# {args.images} JPEGs {args.width}x{args.height}, mean {kb:.0f} KB; decode {pipeline.DECODE}")
+    print(
+        f"# {args.images} JPEGs {args.width}x{args.height}, mean {kb:.0f} KB; "
+        f"decode {signal_set.from_env().decode}"
+    )
     print(f"# OpenCV threads: {args.cv_threads} (as in the workers)")
     limit = 60_000_000
     for data in files[:3]:  # warm up (imports, OpenCV thread pools, first allocations)
-        pipeline.describe_bytes(data, limit)
+        describe.describe_bytes(data, limit, signal_set.from_env())
 
     def wall(fn) -> float:
         best = float("inf")
@@ -74,8 +78,8 @@ def main() -> None:
             best = min(best, time.process_time() - t0)
         return best / len(files) * 1000
 
-    decode_ms = wall(lambda d: pipeline.decode_for(d, limit))
-    total_ms = wall(lambda d: pipeline.describe_bytes(d, limit))
+    decode_ms = wall(lambda d: describe.decode_for(d, limit, signal_set.from_env().decode))
+    total_ms = wall(lambda d: describe.describe_bytes(d, limit, signal_set.from_env()))
     print(
         table(
             ["no profiler (CPU ms/image, best of 3)", "ms"],
@@ -90,7 +94,7 @@ def main() -> None:
     prof = cProfile.Profile(time.process_time)  # CPU, like the worker measurement
     prof.enable()
     for data in files:
-        pipeline.describe_bytes(data, limit)
+        describe.describe_bytes(data, limit, signal_set.from_env())
     prof.disable()
     stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
     rows = []

@@ -18,7 +18,8 @@ from common.errors import NeardupError
 from common.fetch.guarded import FetchPolicy, fetch_with_retries, make_session
 from common.index.canonical import image_info
 from common.index.store import IndexStore, Product
-from common.match import pipeline
+from common.match import describe
+from common.signals import signal_set
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def _describe(product_id: str, url: str, got: _Fetched, settings: Settings) -> O
     if got.data is None:
         return Outcome(product_id, url, error=got.error, attempts=got.attempts)
     try:
-        sigs = pipeline.describe_bytes(got.data, settings.max_image_pixels, settings.decode)
+        sigs = describe.describe_bytes(got.data, settings.max_image_pixels, signal_set.of(settings))
         return Outcome(
             product_id, url, Product(product_id, url, sigs, image_info(got.data)), attempts=got.attempts
         )

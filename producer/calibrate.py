@@ -17,8 +17,9 @@ from pathlib import Path
 
 from common.config.settings import Settings
 from common.index import embeddings
-from common.match import calibration, pipeline
+from common.match import calibration
 from common.match.calibration import Labelled, Point
+from common.signals import signal_set
 from producer import jobs
 from producer.session import open_session
 
@@ -139,23 +140,24 @@ def report(results: list[Labelled], fit: list[Labelled], held: list[Labelled], a
     return chosen, checked
 
 
-def status_line(r) -> str | None:
+def status_line(r, settings: Settings) -> str | None:
     """`neardup status`: the embedding model and whether its stage is on (None without a model)."""
-    if pipeline.EMBEDDING is None:
+    signal = signal_set.of(settings).embedding
+    if signal is None:
         return None
-    record = embeddings.read_calibration(r, pipeline.EMBEDDING)
+    record = embeddings.read_calibration(r, signal)
     if record is None:
-        return f"embedding: {pipeline.EMBEDDING}, not calibrated (a candidate source; its stage is off)"
+        return f"embedding: {signal}, not calibrated (a candidate source; its stage is off)"
     held = record.get("held_out") or record.get("fit") or {}
     return (
-        f"embedding: {pipeline.EMBEDDING}, stage on at cosine >= {record['threshold']:.4f} "
+        f"embedding: {signal}, stage on at cosine >= {record['threshold']:.4f} "
         f"(calibrated for precision {record.get('target_precision')}: "
         f"{held.get('embedding_precision')} on {record.get('queries')} labelled queries)"
     )
 
 
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
-    signal = pipeline.EMBEDDING
+    signal = signal_set.of(settings).embedding
     if signal is None:
         say("calibrate: name the model first: NEARDUP_EMBEDDING_MODEL=/path/to/encoder.onnx")
         return EXIT_USAGE

@@ -20,6 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from common.config import tasks
 from common.config.settings import Settings
 from common.index import feedback
+from common.signals import signal_set
 from producer import jobs
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 
@@ -58,7 +59,7 @@ class NeardupClient:
         self.settings = replace(base, redis_url=redis_url, broker_url=broker_url or base.broker_url)
         self.app = celery_app(self.settings)
         self.r = redis_client(self.settings)
-        self.store = index_store(self.r)
+        self.store = index_store(self.r, signal_set.of(self.settings))
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from celery import Celery
 from common.config.celery_conf import celery_conf
 from common.config.settings import Settings
 from common.index.store import IndexStore
-from common.match import pipeline
+from common.signals import signal_set
 
 
 class Unreachable(RuntimeError):
@@ -42,8 +42,9 @@ def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
     )
 
 
-def index_store(client: redis.Redis) -> IndexStore:
-    return IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS, pipeline.IDENTITY_SIGNALS)
+def index_store(client: redis.Redis, signals: signal_set.SignalSet = signal_set.DEFAULT) -> IndexStore:
+    """The index as these signals write it (the store records and checks the set)."""
+    return IndexStore(client, signals.scan, signals.blobs, signals.identity)
 
 
 def safe_url(url: str | None) -> str:

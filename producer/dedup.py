@@ -14,7 +14,8 @@ from common.index.allpairs import PAIR_RECORD, STAGES
 from common.index.allpairs import groups as groups_of_rows
 from common.index.canonical import canonical
 from common.index.hamming import similarity
-from common.match import pipeline, presets
+from common.match import presets
+from common.signals import signal_set
 from common.signals.signatures import unpack64
 from producer import jobs
 from producer.session import Session
@@ -40,7 +41,8 @@ def run_dedup(
     (default NEARDUP_CANONICAL, see common.canonical)."""
     started = time.monotonic()
     verified = presets.PRESETS[preset].verified
-    columns = [pipeline.PRIMARY, pipeline.PHASH] if verified else [pipeline.PRIMARY]
+    primary = sess.store.scan_signals[0]  # the index's primary dHash (its decode mode)
+    columns = [primary, signal_set.PHASH] if verified else [primary]
     bulk = sess.store.bulk()  # ids in row order: the same rows every shard scans
     n = len(bulk.ids)
     job_id = jobs.new_job_id("dedup")
@@ -151,6 +153,7 @@ def _confirmed_pairs(
     for a, b in todo:
         if sigs.get(a) is None or sigs.get(b) is None:
             continue
-        d = (unpack64(sigs[a][pipeline.PRIMARY]) ^ unpack64(sigs[b][pipeline.PRIMARY])).bit_count()
+        primary = sess.store.scan_signals[0]
+        d = (unpack64(sigs[a][primary]) ^ unpack64(sigs[b][primary])).bit_count()
         out.append((a, b, d, "confirmed"))
     return out

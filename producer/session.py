@@ -57,11 +57,12 @@ def open_session(
     with stack if stack is not None else contextlib.nullcontext():
         # Imported only now (Celery, the signal pipeline with OpenCV: ~1 s) so that this happens
         # while the embedded workers boot, not before they start.
+        from common.signals import signal_set
         from producer.connection import broker_redis, celery_app, index_store, redis_client
 
         s = stack.settings if stack is not None else settings
         client = redis_client(s)
-        store = index_store(client)
+        store = index_store(client, signal_set.of(settings))
         store.check_signals()  # an index of another decode mode or signature: say so now, not per task
         if check_index:
             consistency.require_consistent(client, store.scan_signals)

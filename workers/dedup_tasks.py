@@ -11,7 +11,7 @@ from common.config.tasks import JOB_TTL
 from common.errors import NeardupError
 from common.index import keys
 from common.index.allpairs import PAIR_RECORD, STAGES, pairs_for_shard, shard_plan
-from common.match import pipeline, presets
+from common.match import confirm, presets
 from workers import index_cache
 from workers.app import app
 from workers.guard import GuardedTask
@@ -35,7 +35,7 @@ def candidate_pairs(snap, columns: list[str], radius: int, n: int, n_shards: int
     out = np.empty(len(keyed), dtype=PAIR_RECORD)
     out["i"] = (keyed >> np.uint64(32)).astype(np.uint32)
     out["j"] = (keyed & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    dh = snap.column(pipeline.PRIMARY)
+    dh = snap.column(index_cache.signals().primary)
     out["d"] = np.bitwise_count(dh[out["i"]] ^ dh[out["j"]])
     out["stage"] = 0
     return out
@@ -79,10 +79,10 @@ def _dedup_shard(
     if len(snap) < n:
         raise RuntimeError(f"index has {len(snap)} rows, job planned for {n}")
     rule = presets.PRESETS[preset]
-    pairs = candidate_pairs(snap, columns or [pipeline.PRIMARY], radius, n, n_shards, shard)
+    pairs = candidate_pairs(snap, columns or [index_cache.signals().primary], radius, n, n_shards, shard)
     if rule.verified and len(pairs):
         store = index_cache.store()
-        verdicts = pipeline.verify_pairs(
+        verdicts = confirm.verify_pairs(
             [
                 (snap.ids[a], snap.ids[b])
                 for a, b in zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True)

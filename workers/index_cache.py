@@ -23,7 +23,7 @@ from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
 from common.index.store import Change, IndexStore
 from common.match import pipeline, presets
-from common.signals import embedding
+from common.signals import embedding, signal_set
 from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ def settings() -> Settings:
 
 def store() -> IndexStore:
     return _process_state()[2]
+
+
+def signals() -> signal_set.SignalSet:
+    """The signal set this worker computes (from its settings): what its index must hold."""
+    return signal_set.of(settings())
 
 
 def check_signals() -> None:
@@ -72,7 +77,8 @@ def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
             health_check_interval=25,
             retry_on_timeout=True,
         )
-        st = IndexStore(client, pipeline.SCAN_SIGNALS, pipeline.BLOB_SIGNALS, pipeline.IDENTITY_SIGNALS)
+        signals = signal_set.of(s)
+        st = IndexStore(client, signals.scan, signals.blobs, signals.identity)
         _state.clear()
         _state[os.getpid()] = state = (s, client, st)
     return state
@@ -143,7 +149,7 @@ def _full_load(st: IndexStore) -> None:
     consistency.require_consistent(st.r, st.scan_signals)  # a clear error, not "40 signatures for 48 ids"
     blob_cache().clear()
     bulk = st.bulk()
-    snap = Snapshot(pipeline.SCAN_SIGNALS)
+    snap = Snapshot(st.scan_signals)
     arrays = {k: np.frombuffer(v, dtype=">u8").astype(np.uint64) for k, v in bulk.columns.items()}
     try:
         snap.load_arrays(bulk.ids, arrays, bulk.version)
@@ -160,11 +166,12 @@ def _full_load(st: IndexStore) -> None:
 def _sync_embeddings(st: IndexStore, snap: Snapshot, pids: list[str], chunk: int = 10_000) -> None:
     """emb: the learned-embedding rows of these products into the snapshot's matrix (read after the
     scan columns: a vector newer than the cut is harmless, the change stream brings it again)."""
-    if pipeline.EMBEDDING is None:
+    signal = next(iter(st.identity_signals), None)  # the embedding signal of this index, if any
+    if signal is None:
         return
     for start in range(0, len(pids), chunk):
         part = pids[start : start + chunk]
-        blobs = st.blobs(pipeline.EMBEDDING, part)
+        blobs = st.blobs(signal, part)
         if snap.embeddings is None:
             dims = [embedding.dimension_of(b) for b in blobs if b is not None and len(b) > 7]
             if not dims:
@@ -179,10 +186,10 @@ def _warm(snap: Snapshot) -> None:
     """Build the scan tables now (a blank query through the default rule), so the first real query
     after a load does not pay for them."""
     rule = presets.resolve(settings().preset, settings().max_distance, settings().min_similarity)
-    blank = {key: pack64(0) for key in pipeline.SCAN_SIGNALS}
+    blank = {key: pack64(0) for key in signals().scan}
     try:
         pipeline.find_matches(blank, snap, rule)
-        if set(pipeline.ORB_WORDS) <= set(snap.signal_keys):
+        if set(signal_set.ORB_WORDS) <= set(snap.signal_keys):
             orb_words.index_for(snap)  # the inverted word index: seconds at 1M, so not in a query
     except Exception:  # warming is an optimisation: a failure here must not stop the worker
         log.warning("index warm-up failed", exc_info=True)

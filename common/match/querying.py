@@ -21,7 +21,8 @@ from common.index.blob_cache import BlobCache
 from common.index.feedback import banned_for
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
-from common.match import pipeline, presets
+from common.match import describe, pipeline, presets
+from common.signals import signal_set
 from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def query_signatures(req: QueryRequest, store: IndexStore, settings: Settings) -
             req.value, FetchPolicy.from_settings(settings), retries=settings.fetch_retries
         )
     # Described exactly as ingest describes (same decode mode), or nothing would match.
-    return pipeline.describe_bytes(data, settings.max_image_pixels, settings.decode, query=True)
+    return describe.describe_bytes(data, settings.max_image_pixels, signal_set.of(settings), query=True)
 
 
 def run_query(
@@ -146,7 +147,7 @@ def run_query(
             sigs = indexed_signatures(req.value, snap, store, req.rule, cache)
         else:
             sigs = query_signatures(req, store, settings)
-        rule, calibration = _calibrated(req.rule, store)
+        rule, calibration = _calibrated(req.rule, store, signal_set.of(settings).embedding)
         scored: dict[str, float] = {}
         blobs = cache.blobs if cache is not None else store.blobs
         matches = pipeline.find_matches(sigs, snap, rule, exclude=req.exclude, blobs=blobs, scored=scored)
@@ -190,21 +191,24 @@ def run_query(
         "matches": out,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
     }
-    if req.details and pipeline.EMBEDDING is not None and rule.verified:  # emb: every cosine scored
+    emb_signal = signal_set.of(settings).embedding
+    if req.details and emb_signal is not None and rule.verified:  # emb: every cosine scored
         result["embedding"] = {
-            "signal": pipeline.EMBEDDING,
+            "signal": emb_signal,
             "threshold": calibration.get("threshold") if calibration else None,
             "scored": sorted(([p, c] for p, c in scored.items() if p != req.exclude), key=lambda x: -x[1]),
         }
     return result
 
 
-def _calibrated(rule: presets.Rule, store: IndexStore) -> tuple[presets.Rule, dict | None]:
+def _calibrated(
+    rule: presets.Rule, store: IndexStore, emb_signal: str | None
+) -> tuple[presets.Rule, dict | None]:
     """emb: the rule with the embedding threshold `neardup calibrate --write` stored for this model
     (one GET per query, only when a model is configured; otherwise the rule as it is)."""
-    if pipeline.EMBEDDING is None or not rule.verified:
+    if emb_signal is None or not rule.verified:
         return rule, None
-    calibration = embeddings.read_calibration(store.r, pipeline.EMBEDDING)
+    calibration = embeddings.read_calibration(store.r, emb_signal)
     if calibration is None:
         return rule, None
     return replace(rule, embedding_min=float(calibration["threshold"])), calibration

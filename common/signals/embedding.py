@@ -31,6 +31,7 @@ from common.errors import ConfigError, NeardupError
 from common.signals.normalise import trim_box
 
 SIGNAL_VERSION = 1  # bump when preprocessing or packing changes: old vectors must not mix with new
+SIGNAL_PREFIX = "emb."
 INSTALL_HINT = "NEARDUP_EMBEDDING_MODEL needs onnxruntime: pip install 'neardup[embeddings]' (or onnxruntime)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,7 +66,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def signal_name(sha256_hex: str) -> str:
     """The index key of this model's vectors: another file (another model, or other weights) differs."""
-    return f"emb.{sha256_hex[:12]}@{SIGNAL_VERSION}"
+    return f"{SIGNAL_PREFIX}{sha256_hex[:12]}@{SIGNAL_VERSION}"
 
 
 def signal_for(path: str | os.PathLike) -> str:

@@ -74,7 +74,7 @@ def decode(
 
 def draft_factor(width: int, height: int, side: int) -> int:
     """The JPEG DCT reduction (1, 2, 4 or 8) for a working size near `side`: the largest power of two
-    not above round(longer side / side), the whole factor pipeline.working_copy would reduce by."""
+    not above round(longer side / side), the whole factor describe.working_copy would reduce by."""
     want = round(max(width, height) / side)
     return next(k for k in (8, 4, 2, 1) if k <= max(1, want))
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from common.index.store import Product
-from common.match import pipeline
+from common.match import describe
+from common.signals import signal_set
 from tests.conftest import SAMPLES
 from workers import index_cache
 
@@ -22,7 +23,7 @@ def worker_state(base_settings, index_redis, monkeypatch):
 
 
 def _product(pid: str, path) -> Product:
-    return Product(pid, str(path), pipeline.describe_bytes(path.read_bytes(), 60_000_000))
+    return Product(pid, str(path), describe.describe_bytes(path.read_bytes(), 60_000_000))
 
 
 def test_a_rewritten_product_is_not_verified_from_a_stale_blob(worker_state, index_redis):
@@ -34,8 +35,8 @@ def test_a_rewritten_product_is_not_verified_from_a_stale_blob(worker_state, ind
     store.write([first])
     index_cache.snapshot()
     cache = index_cache.blob_cache()
-    assert cache.blobs(pipeline.PDQ, ["4100000001"]) == [first.signatures[pipeline.PDQ]]
-    assert cache.blobs(pipeline.PDQ, ["4100000001"]) == [first.signatures[pipeline.PDQ]]
+    assert cache.blobs(signal_set.PDQ, ["4100000001"]) == [first.signatures[signal_set.PDQ]]
+    assert cache.blobs(signal_set.PDQ, ["4100000001"]) == [first.signatures[signal_set.PDQ]]
     assert cache.hits == 1
 
     # When the product is rewritten with another photo and the worker syncs its index
@@ -43,7 +44,7 @@ def test_a_rewritten_product_is_not_verified_from_a_stale_blob(worker_state, ind
     index_cache.snapshot()
 
     # Then the cache answers with the new blob, fetched from Redis again
-    assert cache.blobs(pipeline.PDQ, ["4100000001"]) == [second.signatures[pipeline.PDQ]]
+    assert cache.blobs(signal_set.PDQ, ["4100000001"]) == [second.signatures[signal_set.PDQ]]
 
     # And when the whole index is replaced, the cache starts empty
     index_redis.flushdb()
@@ -51,4 +52,6 @@ def test_a_rewritten_product_is_not_verified_from_a_stale_blob(worker_state, ind
     store.write([first])
     index_cache.snapshot()
     assert len(index_cache.blob_cache()) == 0
-    assert index_cache.blob_cache().blobs(pipeline.PDQ, ["4100000001"]) == [first.signatures[pipeline.PDQ]]
+    assert index_cache.blob_cache().blobs(signal_set.PDQ, ["4100000001"]) == [
+        first.signatures[signal_set.PDQ]
+    ]

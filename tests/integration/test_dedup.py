@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.index.store import Product
-from common.match import pipeline
+from common.signals import signal_set
 from common.signals.signatures import pack64
 from producer.connection import celery_app, index_store
 from producer.dedup import run_dedup
@@ -29,7 +29,10 @@ def test_dedup_shards_match_brute_force(base_settings, workers, index_redis):
     # dedup reads only the dHash column; the other signals just need to be present
     filler = {s: pack64(0) for s in store.scan_signals} | {s: b"" for s in store.blob_signals}
     store.write(
-        [Product(f"p{k:04d}", "", filler | {pipeline.PRIMARY: pack64(h)}) for k, h in enumerate(hashes)]
+        [
+            Product(f"p{k:04d}", "", filler | {signal_set.DEFAULT.primary: pack64(h)})
+            for k, h in enumerate(hashes)
+        ]
     )
     sess = Session(base_settings, celery_app(base_settings), index_redis, store, None)
 

@@ -20,8 +20,7 @@ from PIL import Image
 from common.config.settings import Settings
 from common.index import keys
 from common.index.store import IndexStore
-from common.match import pipeline
-from common.signals import embedding
+from common.signals import embedding, signal_set
 from producer import jobs
 from producer.catalog import read_catalog
 from producer.connection import celery_app, index_store
@@ -77,7 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     signal = embedding.signal_for(model)
     r = redis.Redis.from_url(server.url)
     # The producer side of this test process has no model configured: its store names the signal.
-    store = IndexStore(r, pipeline.SCAN_SIGNALS, (*pipeline.BLOB_SIGNALS, signal), (signal,))
+    store = IndexStore(r, signal_set.DEFAULT.scan, (*signal_set.DEFAULT.blobs, signal), (signal,))
     try:
         wait_for(
             lambda: not worker.alive() or any(name in x for x in app.control.ping(timeout=0.5) or []),
@@ -152,7 +151,7 @@ def test_embedding_stage_end_to_end(stack: Stack) -> None:
     assert s.worker.alive()
     blobs = s.store.blobs(signal, [pid for pid, _ in INVENTORY])
     assert all(b is not None and len(b) == 7 + 16 for b in blobs)
-    assert json.loads(s.r.get(keys.SIGNALS)) == [*pipeline.SCAN_SIGNALS, signal]
+    assert json.loads(s.r.get(keys.SIGNALS)) == [*signal_set.DEFAULT.scan, signal]
 
     # When a turned photo of a product is queried before any calibration
     pid, path = INVENTORY[3]
@@ -234,7 +233,7 @@ def test_off_by_default_results_and_signal_set_unchanged(base_settings, workers,
     jobs.wait(index_redis, job, 1, "query", lambda: True, progress=False, timeout=60)
     res = jobs.gather(index_redis, job)["q"]
     # Then nothing of the embedding appears: not in the signal set, the blobs, nor the answers
-    assert json.loads(index_redis.get(keys.SIGNALS)) == list(pipeline.SCAN_SIGNALS)
+    assert json.loads(index_redis.get(keys.SIGNALS)) == list(signal_set.DEFAULT.scan)
     assert not [k for k in index_redis.keys(keys.signal("emb.*"))]
     assert "embedding" not in res and all("cosine" not in m["signals"] for m in res["matches"])
     assert res["matches"][0]["stage"] == "exact"

@@ -145,11 +145,11 @@ def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
     app, r, store = session
     report = read_catalog(SAMPLES / "inventory")
     ingest(app, r, store, report.items[:2])
-    from common.match import pipeline
+    from common.signals import signal_set
 
     pid, path = report.items[0]
-    r.hset(keys.signal(pipeline.ORB), pid, b"\x01garbage")
-    r.hset(keys.signal(pipeline.PDQ), pid, b"\x00")
+    r.hset(keys.signal(signal_set.ORB), pid, b"\x01garbage")
+    r.hset(keys.signal(signal_set.PDQ), pid, b"\x00")
 
     # When a query lands on it as a candidate
     data = base64.b64encode(Path(path).read_bytes()).decode()

@@ -25,7 +25,8 @@ from celery import Celery
 from common.config.settings import Settings
 from common.index import keys
 from common.index.store import IndexStore, Product
-from common.match import pipeline
+from common.match import describe
+from common.signals import signal_set
 from common.signals.imaging import decode
 from producer import jobs
 from producer.connection import celery_app, index_store
@@ -267,10 +268,10 @@ def test_a_second_worker_joining_mid_job_runs_nothing_twice(env: Env, server: Ba
     # and every product holds the signatures its image gives when described here
     for i, (pid, _) in enumerate(items):
         data = jpeg(1000 + i)
-        expected = pipeline.describe(decode(data, 10**8), data)
+        expected = describe.describe(decode(data, 10**8), data)
         stored = env.store.signatures_of(pid)
-        assert {s: stored[s] for s in pipeline.SCAN_SIGNALS} == {
-            s: expected[s] for s in pipeline.SCAN_SIGNALS
+        assert {s: stored[s] for s in signal_set.DEFAULT.scan} == {
+            s: expected[s] for s in signal_set.DEFAULT.scan
         }
 
 
@@ -437,7 +438,7 @@ def test_the_index_survives_redis_restarts(tmp_path: Path):
         for i in range(3):
             data = jpeg(300 + i)
             products.append(
-                Product(f"keep-{i}", f"http://img/{i}.jpg", pipeline.describe(decode(data, 10**8), data))
+                Product(f"keep-{i}", f"http://img/{i}.jpg", describe.describe(decode(data, 10**8), data))
             )
 
         def read() -> tuple:

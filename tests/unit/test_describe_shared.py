@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.match import pipeline, verify
+from common.match import describe, verify
 from common.signals import normalise
 
 _TOL, _KEEP = 10, 0.97
@@ -76,7 +76,7 @@ def test_phash_from_the_32px_copy_is_imagehash_phash(seed: int) -> None:
     rng = np.random.default_rng(seed)
     grey = Image.fromarray(rng.integers(0, 256, (int(rng.integers(40, 400)), 300), dtype=np.uint8))
     small = grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    assert pipeline._phash32(small) == int(str(imagehash.phash(small)), 16)
+    assert describe._phash32(small) == int(str(imagehash.phash(small)), 16)
 
 
 def test_signals_take_the_shared_copies_without_changing_a_bit() -> None:
@@ -86,4 +86,4 @@ def test_signals_take_the_shared_copies_without_changing_a_bit() -> None:
     assert normalise.trim_box(rgb) == normalise.trim_box(image)
     assert verify.thumbnail(rgb) == verify.thumbnail(image)
     assert verify.pack(verify.extract(grey)) == verify.pack(verify.extract(image))
-    assert pipeline.pdq_dihedral(rgb) == pipeline.pdq_dihedral(image)
+    assert describe.pdq_dihedral(rgb) == describe.pdq_dihedral(image)

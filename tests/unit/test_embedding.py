@@ -16,8 +16,8 @@ from common.config.settings import Settings
 from common.errors import ConfigError
 from common.index.embeddings import EmbeddingMatrix
 from common.index.snapshot import Snapshot
-from common.match import pipeline, presets
-from common.signals import embedding
+from common.match import describe, pipeline, presets
+from common.signals import embedding, signal_set
 from tests.conftest import SAMPLES
 
 onnx = pytest.importorskip("onnx")
@@ -169,13 +169,13 @@ def test_settings_validate_the_model_path(tmp_path, tiny):
 def test_off_by_default_nothing_changes():
     # Given no NEARDUP_EMBEDDING_MODEL (this test process)
     assert Settings.from_env({}).embedding_model is None
-    assert pipeline.EMBEDDING is None and pipeline.IDENTITY_SIGNALS == ()
+    assert signal_set.DEFAULT.embedding is None and signal_set.DEFAULT.identity == ()
     # Then no signal is added, stored or recorded in the index's signal set
-    sigs = pipeline.describe_bytes(INVENTORY[0].read_bytes(), 10**9)
+    sigs = describe.describe_bytes(INVENTORY[0].read_bytes(), 10**9)
     assert not any(k.startswith("emb.") for k in sigs)
-    assert not any(k.startswith("emb.") for k in pipeline.BLOB_SIGNALS)
+    assert not any(k.startswith("emb.") for k in signal_set.DEFAULT.blobs)
     assert presets.PRESETS["balanced"].embedding_min is None
-    assert Snapshot(pipeline.SCAN_SIGNALS).embeddings is None
+    assert Snapshot(signal_set.DEFAULT.scan).embeddings is None
 
 
 # -- the matrix and the query ---------------------------------------------------------------------------
@@ -213,11 +213,11 @@ class _Index:
         self.ids = [p.stem for p in paths]
         self.sigs = []
         for p in paths:
-            s = pipeline.describe_bytes(p.read_bytes(), 10**9)
+            s = describe.describe_bytes(p.read_bytes(), 10**9)
             s[signal] = encoder.embed(Image.open(p))
             self.sigs.append(s)
-        self.snap = Snapshot(pipeline.SCAN_SIGNALS)
-        self.snap.load(self.ids, {k: [s[k] for s in self.sigs] for k in pipeline.SCAN_SIGNALS}, version=1)
+        self.snap = Snapshot(signal_set.DEFAULT.scan)
+        self.snap.load(self.ids, {k: [s[k] for s in self.sigs] for k in signal_set.DEFAULT.scan}, version=1)
         self.snap.embeddings = EmbeddingMatrix.from_blobs([s[signal] for s in self.sigs])
 
     def blobs(self, key: str, ids: list[str]) -> list[bytes | None]:
@@ -233,11 +233,10 @@ def test_embedding_is_a_candidate_source_and_a_tier_above_its_threshold(tiny, mo
     turned = Image.open(INVENTORY[3]).transpose(Image.Transpose.ROTATE_90)
     buf = io.BytesIO()
     turned.save(buf, "JPEG", quality=90)
-    query = pipeline.describe_bytes(buf.getvalue(), 10**9)
+    query = describe.describe_bytes(buf.getvalue(), 10**9)
     query[enc.signal] = enc.embed(turned)
-    exact = pipeline.describe_bytes(INVENTORY[3].read_bytes(), 10**9)
+    exact = describe.describe_bytes(INVENTORY[3].read_bytes(), 10**9)
     exact[enc.signal] = enc.embed(Image.open(INVENTORY[3]))
-    monkeypatch.setattr(pipeline, "EMBEDDING", enc.signal)  # signals described above: now the query side
     balanced = presets.PRESETS["balanced"]
 
     # When the tier is off (no calibrated threshold)

@@ -26,8 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
-from common.match import pipeline  # noqa: E402
-from common.signals import pdq  # noqa: E402
+from common.match import describe
+from common.signals import (
+    pdq,  # noqa: E402
+    signal_set,
+)
 from tests.support import samplegen  # noqa: E402
 from tests.unit.conftest import photo_like  # noqa: E402
 
@@ -50,7 +53,7 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def _working_pixels(path: Path) -> np.ndarray:
     """What pipeline._pdq hashes: the RGB working copy of the decoded photo."""
     with Image.open(path) as im:
-        return np.asarray(pipeline.working_copy(im.convert("RGB")))
+        return np.asarray(describe.working_copy(im.convert("RGB")))
 
 
 def _digest(pixels: np.ndarray) -> str:
@@ -82,7 +85,7 @@ def _write_golden() -> None:
                 "dihedral": [_hex(h) for h in dihedral],
             }
         )
-    doc = {"source": f"pdqhash {pdqhash.__version__} on pipeline.working_copy of samples/", "images": entries}
+    doc = {"source": f"pdqhash {pdqhash.__version__} on describe.working_copy of samples/", "images": entries}
     GOLDEN.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {len(entries)} images to {GOLDEN}")
 
@@ -112,10 +115,10 @@ def test_matches_pdqhash_golden(entry: dict) -> None:
 def test_pipeline_stores_common_pdq() -> None:
     """The stored signal is our hash of the working copy plus the quality byte."""
     image = Image.fromarray(np.asarray(photo_like(400, 600, seed=3)))
-    work = pipeline.working_copy(image)
+    work = describe.working_copy(image)
     bits, quality = pdq.compute(np.asarray(work))
-    assert pipeline.pdq_dihedral(work)[0] == pdq.pack(bits) + bytes([quality])
-    assert pipeline.describe(image)[pipeline.PDQ] == pdq.pack(bits) + bytes([quality])
+    assert describe.pdq_dihedral(work)[0] == pdq.pack(bits) + bytes([quality])
+    assert describe.describe(image)[signal_set.PDQ] == pdq.pack(bits) + bytes([quality])
 
 
 def test_describe_never_imports_pdqhash() -> None:
@@ -123,9 +126,10 @@ def test_describe_never_imports_pdqhash() -> None:
     code = (
         "import sys; sys.modules['pdqhash'] = None\n"  # any `import pdqhash` now raises ImportError
         "from PIL import Image\n"
-        "from common.match import pipeline\n"
-        "sigs = pipeline.describe(Image.radial_gradient('L').convert('RGB'))\n"
-        "print(len(sigs[pipeline.PDQ]))"
+        "from common.match import describe\n"
+        "from common.signals import signal_set\n"
+        "sigs = describe.describe(Image.radial_gradient('L').convert('RGB'))\n"
+        "print(len(sigs[signal_set.PDQ]))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -137,7 +141,7 @@ def _live_cases() -> list[np.ndarray]:
     photos = [samplegen.render_product(rng) for _ in range(12)]
     cases = [np.asarray(p) for p in photos]
     cases += [np.asarray(p.resize((p.width * 3 // 2, p.height * 3 // 2))) for p in photos[:3]]  # no reduce
-    cases += [np.asarray(pipeline.working_copy(p.resize((p.width * 3, p.height * 3)))) for p in photos[:3]]
+    cases += [np.asarray(describe.working_copy(p.resize((p.width * 3, p.height * 3)))) for p in photos[:3]]
     photo = photo_like(400, 300, seed=4)
     cases += [np.asarray(photo.resize((w, h))) for w, h in ((64, 64), (63, 65), (5, 5), (6, 300), (811, 97))]
     cases += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((5, 9), (128, 128), (1000, 37))]

@@ -11,15 +11,16 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from common.index import orb_words
 from common.index.snapshot import Snapshot
-from common.match import pipeline, presets
+from common.match import confirm, describe, pipeline, presets
+from common.signals import signal_set
 from tests.support import samplegen
 
 
 class Index:
     def __init__(self, items: dict[str, dict[str, bytes]]) -> None:
-        self.snap = Snapshot(pipeline.SCAN_SIGNALS)
+        self.snap = Snapshot(signal_set.DEFAULT.scan)
         ids = sorted(items)
-        self.snap.load(ids, {k: [items[i][k] for i in ids] for k in pipeline.SCAN_SIGNALS}, version=1)
+        self.snap.load(ids, {k: [items[i][k] for i in ids] for k in signal_set.DEFAULT.scan}, version=1)
         self.items = items
         self.calls: list[tuple[str, int]] = []
 
@@ -33,7 +34,7 @@ def _jpeg(im: Image.Image) -> bytes:
 
 
 def _describe(data: bytes) -> dict[str, bytes]:
-    return pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
+    return describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,10 @@ def _ids(found: list[pipeline.Match]) -> list[str]:
 def test_signals_cover_the_contract(catalog: tuple[dict[str, bytes], Index]) -> None:
     photos, index = catalog
     sigs = index.items["0000000000"]
-    assert pipeline.SCAN_SIGNALS[0] == pipeline.PRIMARY_OF[pipeline.DECODE]
-    for key in pipeline.SCAN_SIGNALS:
+    assert signal_set.DEFAULT.scan[0] == signal_set.PRIMARY_OF[signal_set.DEFAULT.decode]
+    for key in signal_set.DEFAULT.scan:
         assert len(sigs[key]) == 8
-    assert set(pipeline.BLOB_SIGNALS) <= set(sigs)
+    assert set(signal_set.DEFAULT.blobs) <= set(sigs)
 
 
 def test_exact_copy_is_found_first(catalog: tuple[dict[str, bytes], Index]) -> None:
@@ -108,8 +109,8 @@ def test_word_candidates_do_not_confirm_unrelated_photos(catalog: tuple[dict[str
 
 def test_word_columns_are_stored_as_scan_signals(catalog: tuple[dict[str, bytes], Index]) -> None:
     _, index = catalog
-    assert set(pipeline.ORB_WORDS) <= set(pipeline.SCAN_SIGNALS)
-    assert len(pipeline.ORB_WORDS) * 8 == 2 * orb_words.WORDS  # 16-bit words, 128 bytes per product
+    assert set(signal_set.ORB_WORDS) <= set(signal_set.DEFAULT.scan)
+    assert len(signal_set.ORB_WORDS) * 8 == 2 * orb_words.WORDS  # 16-bit words, 128 bytes per product
 
 
 def test_letterbox_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:
@@ -154,8 +155,8 @@ def test_without_blob_store_only_agreeing_hashes_match(catalog: tuple[dict[str, 
 
 
 def test_empty_snapshot() -> None:
-    snap = Snapshot(pipeline.SCAN_SIGNALS)
-    query = pipeline.describe(Image.new("RGB", (40, 60), (250, 250, 250)))
+    snap = Snapshot(signal_set.DEFAULT.scan)
+    query = describe.describe(Image.new("RGB", (40, 60), (250, 250, 250)))
     assert pipeline.find_matches(query, snap, BALANCED, blobs=lambda k, ids: []) == []
 
 
@@ -168,8 +169,8 @@ def test_resolve_override_keeps_the_verification() -> None:
 def test_thumbnail_is_a_small_blob(catalog: tuple[dict[str, bytes], Index]) -> None:
     _, index = catalog
     for sigs in index.items.values():
-        assert pipeline.THUMB in pipeline.BLOB_SIGNALS
-        assert len(sigs[pipeline.THUMB]) <= 4 + 64 * 64 + 2 * 32 * 32
+        assert signal_set.THUMB in signal_set.DEFAULT.blobs
+        assert len(sigs[signal_set.THUMB]) <= 4 + 64 * 64 + 2 * 32 * 32
 
 
 def test_verify_pairs_confirms_copies_and_rejects_others(catalog: tuple[dict[str, bytes], Index]) -> None:
@@ -186,15 +187,15 @@ def test_verify_pairs_confirms_copies_and_rejects_others(catalog: tuple[dict[str
         return [items[i].get(key) if i in items else None for i in ids]
 
     pairs = [("crop", "0000000003"), ("edit", "0000000003"), ("0000000003", "0000000004"), ("crop", "nope")]
-    out = pipeline.verify_pairs(pairs, BALANCED, blobs)
+    out = confirm.verify_pairs(pairs, BALANCED, blobs)
     assert len(out) == 4
     assert out[0] is not None and out[0][0] in ("orb", "pdq")
     assert out[1] is not None and out[1][0] == "pdq"
     assert out[2] is None and out[3] is None
     # one bulk fetch per signal over the unique ids
-    assert sorted(k for k, _ in calls) == sorted([pipeline.PDQ, pipeline.ORB, pipeline.THUMB])
+    assert sorted(k for k, _ in calls) == sorted([signal_set.PDQ, signal_set.ORB, signal_set.THUMB])
     assert all(n == 5 for _, n in calls)
-    assert pipeline.verify_pairs([], BALANCED, blobs) == []
+    assert confirm.verify_pairs([], BALANCED, blobs) == []
 
 
 def test_same_template_other_colour_is_rejected_after_alignment() -> None:
@@ -210,7 +211,7 @@ def test_same_template_other_colour_is_rejected_after_alignment() -> None:
     }
     fetch = lambda key, ids: [items[i].get(key) for i in ids]  # noqa: E731
     # Then the crop of the product itself is confirmed by ORB, the grey garment is not
-    out = pipeline.verify_pairs([("a2", "a"), ("b", "a")], BALANCED, fetch)
+    out = confirm.verify_pairs([("a2", "a"), ("b", "a")], BALANCED, fetch)
     assert out[0] is not None and out[0][0] == "orb"
     assert out[1] is None
 
@@ -228,27 +229,27 @@ def test_exact_mode_primary_dhash_is_bit_identical_to_imagehash() -> None:
     import imagehash
 
     data = _big_photo(3)
-    sigs = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
-    assert pipeline.primary_key(sigs) == "dhash64@1" and pipeline.DHASH_WORK not in sigs
+    sigs = describe.describe_bytes(data, 10**8, signal_set.SignalSet(signal_set.EXACT))
+    assert pipeline.primary_key(sigs) == "dhash64@1" and signal_set.DHASH_WORK not in sigs
     exact = int(str(imagehash.dhash(Image.open(io.BytesIO(data)))), 16)
     assert int.from_bytes(sigs["dhash64@1"], "big") == exact
 
 
 def test_draft_mode_is_its_own_signal_set() -> None:
     # The primary key versions the whole set: the store refuses to mix the two.
-    assert pipeline.scan_signals(pipeline.DRAFT)[0] == pipeline.DHASH_WORK != "dhash64@1"
-    assert pipeline.scan_signals(pipeline.DRAFT)[1:] == pipeline.scan_signals(pipeline.EXACT)[1:]
-    sigs = pipeline.describe_bytes(_big_photo(3), 10**8, pipeline.DRAFT)
-    assert pipeline.primary_key(sigs) == pipeline.DHASH_WORK and "dhash64@1" not in sigs
-    assert set(pipeline.scan_signals(pipeline.DRAFT)) | set(pipeline.BLOB_SIGNALS) <= set(sigs)
+    assert signal_set.scan_signals(signal_set.DRAFT)[0] == signal_set.DHASH_WORK != "dhash64@1"
+    assert signal_set.scan_signals(signal_set.DRAFT)[1:] == signal_set.scan_signals(signal_set.EXACT)[1:]
+    sigs = describe.describe_bytes(_big_photo(3), 10**8, signal_set.SignalSet(signal_set.DRAFT))
+    assert pipeline.primary_key(sigs) == signal_set.DHASH_WORK and "dhash64@1" not in sigs
+    assert set(signal_set.scan_signals(signal_set.DRAFT)) | set(signal_set.DEFAULT.blobs) <= set(sigs)
 
 
 def test_draft_dhash_equals_exact_on_photos_the_draft_does_not_reduce() -> None:
     data = _jpeg(samplegen.render_product(np.random.default_rng(4)))  # ~ devset size
-    exact = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
-    draft = pipeline.describe_bytes(data, 10**8, pipeline.DRAFT)
-    assert draft[pipeline.DHASH_WORK] == exact["dhash64@1"]
-    assert draft[pipeline.PDQ] == exact[pipeline.PDQ] and draft[pipeline.ORB] == exact[pipeline.ORB]
+    exact = describe.describe_bytes(data, 10**8, signal_set.SignalSet(signal_set.EXACT))
+    draft = describe.describe_bytes(data, 10**8, signal_set.SignalSet(signal_set.DRAFT))
+    assert draft[signal_set.DHASH_WORK] == exact["dhash64@1"]
+    assert draft[signal_set.PDQ] == exact[signal_set.PDQ] and draft[signal_set.ORB] == exact[signal_set.ORB]
 
 
 def test_draft_signals_stay_close_to_exact_on_big_photos() -> None:
@@ -257,27 +258,31 @@ def test_draft_signals_stay_close_to_exact_on_big_photos() -> None:
 
     for seed in range(4):
         data = _big_photo(seed)
-        exact = pipeline.describe_bytes(data, 10**8, pipeline.EXACT)
-        draft = pipeline.describe_bytes(data, 10**8, pipeline.DRAFT)
-        assert bits(draft[pipeline.DHASH_WORK], exact["dhash64@1"]) <= 6
-        for key in (pipeline.PHASH, pipeline.DHASH_TRIM, *pipeline.DHASH_CROPS):
+        exact = describe.describe_bytes(data, 10**8, signal_set.SignalSet(signal_set.EXACT))
+        draft = describe.describe_bytes(data, 10**8, signal_set.SignalSet(signal_set.DRAFT))
+        assert bits(draft[signal_set.DHASH_WORK], exact["dhash64@1"]) <= 6
+        for key in (signal_set.PHASH, signal_set.DHASH_TRIM, *signal_set.DHASH_CROPS):
             assert bits(draft[key], exact[key]) <= 8, key
-        assert bits(draft[pipeline.PDQ][:32], exact[pipeline.PDQ][:32]) <= 24
+        assert bits(draft[signal_set.PDQ][:32], exact[signal_set.PDQ][:32]) <= 24
 
 
-@pytest.mark.parametrize("mode", [pipeline.EXACT, pipeline.DRAFT])
+@pytest.mark.parametrize("mode", [signal_set.EXACT, signal_set.DRAFT])
 def test_each_mode_finds_edits_of_big_photos(mode: str) -> None:
     # Given big photos indexed in one mode, queries described in the same mode find their source
     photos = {f"00000001{i:02d}": _big_photo(40 + i) for i in range(6)}
-    items = {pid: pipeline.describe_bytes(data, 10**8, mode) for pid, data in photos.items()}
-    snap = Snapshot(pipeline.scan_signals(mode))
+    items = {
+        pid: describe.describe_bytes(data, 10**8, signal_set.SignalSet(mode)) for pid, data in photos.items()
+    }
+    snap = Snapshot(signal_set.scan_signals(mode))
     ids = sorted(items)
-    snap.load(ids, {k: [items[i][k] for i in ids] for k in pipeline.scan_signals(mode)}, version=1)
+    snap.load(ids, {k: [items[i][k] for i in ids] for k in signal_set.scan_signals(mode)}, version=1)
 
     def blobs(key: str, wanted: list[str]) -> list[bytes | None]:
         return [items[i].get(key) for i in wanted]
 
     source = Image.open(io.BytesIO(photos["0000000102"]))
     edited = _jpeg(ImageEnhance.Brightness(source).enhance(1.15))
-    found = pipeline.find_matches(pipeline.describe_bytes(edited, 10**8, mode), snap, BALANCED, blobs=blobs)
+    found = pipeline.find_matches(
+        describe.describe_bytes(edited, 10**8, signal_set.SignalSet(mode)), snap, BALANCED, blobs=blobs
+    )
     assert _ids(found)[:1] == ["0000000102"]

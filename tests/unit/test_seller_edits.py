@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from common.match import pipeline, presets, verify
-from common.signals import normalise
+from common.match import describe, pipeline, presets, verify
+from common.signals import normalise, signal_set
 from tests.support import samplegen
 from tests.unit.test_pipeline import Index
 
@@ -23,7 +23,7 @@ def _jpeg(im: Image.Image) -> bytes:
 
 def _query(im: Image.Image) -> dict[str, bytes]:
     data = _jpeg(im)
-    return pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
+    return describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def catalog() -> tuple[dict[str, Image.Image], Index]:
     items = {}
     for pid, im in photos.items():
         data = _jpeg(im)
-        items[pid] = pipeline.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
+        items[pid] = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
     return photos, Index(items)
 
 
@@ -44,11 +44,11 @@ def _found(query: dict[str, bytes], index: Index) -> list[pipeline.Match]:
 def test_query_views_are_never_stored(catalog: tuple[dict[str, Image.Image], Index]) -> None:
     photos, index = catalog
     query = _query(photos["0000000100"])
-    extra = {pipeline.DHASH_MIRROR, pipeline.PHASH_MIRROR, pipeline.PDQ_MIRROR_KEY}
-    extra |= {pipeline.ORB_MIRROR, pipeline.THUMB_FINE}
+    extra = {signal_set.DHASH_MIRROR, signal_set.PHASH_MIRROR, signal_set.PDQ_MIRROR_KEY}
+    extra |= {signal_set.ORB_MIRROR, signal_set.THUMB_FINE}
     assert extra <= set(query)
     assert not extra & set(index.items["0000000100"])
-    assert not extra & {*pipeline.SCAN_SIGNALS, *pipeline.BLOB_SIGNALS}
+    assert not extra & {*signal_set.DEFAULT.scan, *signal_set.DEFAULT.blobs}
 
 
 def test_mirrored_copy_is_found_and_says_so(catalog: tuple[dict[str, Image.Image], Index]) -> None:
