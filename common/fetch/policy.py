@@ -29,13 +29,15 @@ _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    allow_private: bool = False
-    file_roots: tuple[Path, ...] = ()
-    max_bytes: int = 25 * 1024 * 1024
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    deadline: float = 60.0  # total seconds for one download (defeats trickling servers)
-    max_redirects: int = 5
+    # The defaults are the Settings defaults (a dataclass keeps a field's default on the class), so
+    # they are written in one place.
+    allow_private: bool = Settings.allow_private_urls
+    file_roots: tuple[Path, ...] = Settings.file_roots
+    max_bytes: int = Settings.max_download_bytes
+    connect_timeout: float = Settings.connect_timeout
+    read_timeout: float = Settings.read_timeout
+    deadline: float = Settings.download_deadline  # total seconds for one download (defeats trickling servers)
+    max_redirects: int = Settings.max_redirects
 
     @classmethod
     def from_settings(cls, s: Settings) -> FetchPolicy:
