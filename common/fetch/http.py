@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any, NoReturn
 from urllib.parse import urljoin
 
 import requests
@@ -60,7 +61,8 @@ class _GuardedConnectionMixin:
             # urllib3 connects to `_dns_host`; TLS SNI and the Host header keep using `host`.
             self._dns_host = address
             try:
-                return super()._new_conn()  # type: ignore[misc]
+                conn: socket.socket = super()._new_conn()  # type: ignore[misc]
+                return conn
             except (NewConnectionError, ConnectTimeoutError) as exc:
                 last = exc
             finally:
@@ -88,11 +90,11 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
 class GuardedAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections only ever open to public addresses."""
 
-    def init_poolmanager(self, *args, **kwargs) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> NoReturn:
         # Through a proxy the connect-time check would judge the proxy, not the target.
         raise FetchError("bad_config", "proxies are not supported by the guarded fetch")
 
