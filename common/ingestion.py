@@ -15,7 +15,9 @@ import requests
 
 from common.config.settings import Settings
 from common.errors import NeardupError
-from common.fetch.guarded import FetchPolicy, fetch_with_retries, make_session
+from common.fetch.guarded import fetch_with_retries
+from common.fetch.http import make_session
+from common.fetch.policy import FetchPolicy
 from common.index.canonical import image_info
 from common.index.store import IndexStore, Product
 from common.match import describe

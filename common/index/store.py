@@ -23,144 +23,11 @@ from dataclasses import dataclass, field
 import redis
 
 from common.errors import ConfigError
-from common.index import keys
+from common.index import keys, lua_scripts
 
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
 COMPACT_MIN = 4096  # IDS is rewritten once the row patch holds this many rows and 1/32 of all rows
-
-# KEYS: version, changes, rows, ids, products, failures, epoch, row_count, free_rows, row_patch, added,
-#       cols..., blobs...
-# ARGV: n_scan, n_blob, force, maxlen, epoch token,
-#       then per product: pid, meta, scan values..., blob values...
-# A new product takes a free row when there is one (its id goes to the row patch), else a new row at
-# the end (its id appended to IDS). Returns {written, version, rows in the patch, row slots}.
-_WRITE_LUA = """
-local n_scan = tonumber(ARGV[1])
-local n_blob = tonumber(ARGV[2])
-local force = ARGV[3] == '1'
-local maxlen = ARGV[4]
-local per = 2 + n_scan + n_blob
-local C = 11
-local written = 0
-redis.call('SETNX', KEYS[7], ARGV[5])
-local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n_rows = tonumber(redis.call('GET', KEYS[8]) or redis.call('HLEN', KEYS[3]))
-local i = 6
-while i <= #ARGV do
-  local pid = ARGV[i]
-  local row = redis.call('HGET', KEYS[3], pid)
-  local changed = force or (row == false)
-  if row == false then
-    local free = redis.call('LPOP', KEYS[9])
-    if free then
-      row = tonumber(free)
-      redis.call('HSET', KEYS[10], row, pid)
-    else
-      row = n_rows
-      n_rows = n_rows + 1
-      redis.call('APPEND', KEYS[4], pid .. '\\n')
-    end
-    redis.call('HSET', KEYS[3], pid, row)
-    redis.call('HSET', KEYS[11], pid, version + 1)
-  else
-    row = tonumber(row)
-  end
-  if not changed then
-    for s = 1, n_scan do
-      if redis.call('GETRANGE', KEYS[C + s], row * 8, row * 8 + 7) ~= ARGV[i + 1 + s] then
-        changed = true
-      end
-    end
-    for b = 1, n_blob do
-      if redis.call('HGET', KEYS[C + n_scan + b], pid) ~= ARGV[i + 1 + n_scan + b] then
-        changed = true
-      end
-    end
-  end
-  if changed then
-    for s = 1, n_scan do
-      redis.call('SETRANGE', KEYS[C + s], row * 8, ARGV[i + 1 + s])
-    end
-    for b = 1, n_blob do
-      redis.call('HSET', KEYS[C + n_scan + b], pid, ARGV[i + 1 + n_scan + b])
-    end
-    version = version + 1
-    redis.call('SET', KEYS[1], version)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'pid', pid, 'v', version, 'row', row)
-    written = written + 1
-  end
-  redis.call('HSET', KEYS[5], pid, ARGV[i + 1])
-  redis.call('HDEL', KEYS[6], pid)
-  i = i + per
-end
-redis.call('SET', KEYS[8], n_rows)
-return {written, version, redis.call('HLEN', KEYS[10]), n_rows}
-"""
-
-# KEYS: version, changes, rows, products, failures, row_count, free_rows, row_patch, added, cols..., blobs...
-# ARGV: n_scan, n_blob, maxlen, pids...
-# Each indexed product leaves every structure (row, meta, order, scan bytes zeroed, blobs, failure
-# record), its row goes to the free list, and it gets its own version and change entry (kind "rm"),
-# all in this one call. Returns {removed ids, version, rows in the patch, row slots}.
-_REMOVE_LUA = """
-local n_scan = tonumber(ARGV[1])
-local n_blob = tonumber(ARGV[2])
-local maxlen = ARGV[3]
-local C = 9
-local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n_rows = tonumber(redis.call('GET', KEYS[6]) or redis.call('HLEN', KEYS[3]))
-local zero = string.rep('\\0', 8)
-local removed = {}
-for i = 4, #ARGV do
-  local pid = ARGV[i]
-  local row = redis.call('HGET', KEYS[3], pid)
-  redis.call('HDEL', KEYS[5], pid)
-  if row then
-    redis.call('HDEL', KEYS[3], pid)
-    redis.call('HDEL', KEYS[4], pid)
-    redis.call('HDEL', KEYS[9], pid)
-    for s = 1, n_scan do
-      redis.call('SETRANGE', KEYS[C + s], tonumber(row) * 8, zero)
-    end
-    for b = 1, n_blob do
-      redis.call('HDEL', KEYS[C + n_scan + b], pid)
-    end
-    redis.call('HSET', KEYS[8], row, '')
-    redis.call('RPUSH', KEYS[7], row)
-    version = version + 1
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'pid', pid, 'v', version, 'k', 'rm', 'row', row)
-    removed[#removed + 1] = pid
-  end
-end
-redis.call('SET', KEYS[1], version)
-redis.call('SET', KEYS[6], n_rows)
-return {removed, version, redis.call('HLEN', KEYS[8]), n_rows}
-"""
-
-# KEYS: rows, cols...; ARGV: pids. One consistent read of where products are and their scanned bytes:
-# {rows (-1: not indexed), then per column the 8-byte values of the found products, concatenated}.
-_SCAN_ROWS_LUA = """
-local rows, found = {}, {}
-for i = 1, #ARGV do
-  local row = redis.call('HGET', KEYS[1], ARGV[i])
-  if row then
-    rows[i] = tonumber(row)
-    found[#found + 1] = tonumber(row)
-  else
-    rows[i] = -1
-  end
-end
-local out = {rows}
-for c = 2, #KEYS do
-  local parts = {}
-  for k = 1, #found do
-    parts[k] = redis.call('GETRANGE', KEYS[c], found[k] * 8, found[k] * 8 + 7)
-  end
-  out[c] = table.concat(parts)
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -205,9 +72,10 @@ class IndexStore:
         # emb: blob signals that are also part of the recorded signal set (the embedding model), so an
         # index never mixes them; none by default, and then the set is the scan signals, as before.
         self.identity_signals = tuple(identity_signals)
-        self._write = client.register_script(_WRITE_LUA)
-        self._remove = client.register_script(_REMOVE_LUA)
-        self._scan_rows = client.register_script(_SCAN_ROWS_LUA)
+        # The KEYS and ARGV each script expects are named at the top of its .lua file.
+        self._write = client.register_script(lua_scripts.WRITE)
+        self._remove = client.register_script(lua_scripts.REMOVE)
+        self._scan_rows = client.register_script(lua_scripts.SCAN_ROWS)
         self._blob_names_known = False
 
     # -- schema guard -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import redis
 
 from common.config.settings import Settings
 from common.errors import BadRequest, NeardupError
-from common.fetch.guarded import FetchPolicy, fetch_with_retries
+from common.fetch.guarded import fetch_with_retries
+from common.fetch.policy import FetchPolicy
 from common.ids import check_product_id
 from common.index import embeddings
 from common.index.blob_cache import BlobCache

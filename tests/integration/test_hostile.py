@@ -26,7 +26,7 @@ from kombu import Connection
 
 from common.config.redis_urls import with_db
 from common.config.settings import Settings
-from common.fetch import guarded as fetch_module
+from common.fetch import policy as fetch_module
 from common.index.store import IndexStore
 from common.ingestion import ingest_items
 from producer import jobs

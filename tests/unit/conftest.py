@@ -226,7 +226,7 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ima
 
 
 class FakeDNS:
-    """Stands in for common.fetch.guarded._resolve: names map to address lists, or to a list of answers
+    """Stands in for common.fetch.policy._resolve: names map to address lists, or to a list of answers
     handed out one per lookup (to play a rebinding DNS server)."""
 
     def __init__(self, answers: dict[str, list[str] | list[list[str]]]) -> None:
@@ -254,7 +254,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch):
 
     def install(answers: dict) -> FakeDNS:
         dns = FakeDNS(answers)
-        monkeypatch.setattr("common.fetch.guarded._resolve", dns)
+        monkeypatch.setattr("common.fetch.policy._resolve", dns)
         return dns
 
     return install

@@ -15,8 +15,11 @@ import requests
 
 from common.config.settings import Settings
 from common.errors import FetchError
-from common.fetch import guarded as fetch_module
-from common.fetch.guarded import FetchPolicy, check_url, fetch, fetch_with_retries, make_session
+from common.fetch import http as fetch_http
+from common.fetch import policy as fetch_module
+from common.fetch.guarded import fetch, fetch_with_retries
+from common.fetch.http import make_session
+from common.fetch.policy import FetchPolicy, check_url
 
 LOCAL = FetchPolicy(allow_private=True, max_bytes=256 * 1024, connect_timeout=2, read_timeout=2, deadline=5)
 STRICT = FetchPolicy(allow_private=False)
@@ -319,8 +322,8 @@ def test_redirect_from_public_name_to_private_address_is_blocked(
 ) -> None:
     url = http_server.url("/redirect?" + requests.compat.urlencode({"to": target}), host="cdn.example")
     checked: list[str] = []
-    real_check = fetch_module.check_url
-    monkeypatch.setattr(fetch_module, "check_url", lambda u, p: checked.append(u) or real_check(u, p))
+    real_check = fetch_http.check_url
+    monkeypatch.setattr(fetch_http, "check_url", lambda u, p: checked.append(u) or real_check(u, p))
     before = http_server.hits["/redirect"]
     error = fails("blocked_address", fetch, url, STRICT, permanent=True)
     # The first hop was allowed and answered; the Location hop is what the policy refused,
