@@ -20,7 +20,7 @@ from common.signals.signatures import unpack64
 from producer import jobs
 from producer.session import Session
 
-DEDUP_RADIUS = 8  # candidate radius of verified dedup, on dHash and pHash: see README "Dedup"
+DEDUP_RADIUS = presets.FIXED.dedup_radius  # the name producer.commands.dedup imports; the value: presets
 
 
 def run_dedup(
