@@ -151,9 +151,10 @@ def _confirmed_pairs(
     sigs = dict(zip(uniq, sess.store.signatures_many(uniq, scan_only=True), strict=True))
     out = []
     for a, b in todo:
-        if sigs.get(a) is None or sigs.get(b) is None:
+        sig_a, sig_b = sigs.get(a), sigs.get(b)
+        if sig_a is None or sig_b is None:
             continue
         primary = sess.store.scan_signals[0]
-        d = (unpack64(sigs[a][primary]) ^ unpack64(sigs[b][primary])).bit_count()
+        d = (unpack64(sig_a[primary]) ^ unpack64(sig_b[primary])).bit_count()
         out.append((a, b, d, "confirmed"))
     return out
