@@ -36,9 +36,12 @@ def _ping(url: str, timeout: float, what: str) -> None:
 
 
 def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
-    _ping(settings.redis_url, timeout, "Redis")
+    url = settings.redis_url
+    if url is None:  # embedded mode: its stack's settings carry the URL of the private redis-server
+        raise ValueError("no Redis URL: embedded mode connects with the settings of its LocalStack")
+    _ping(url, timeout, "Redis")
     return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=30, health_check_interval=25
+        url, socket_connect_timeout=timeout, socket_timeout=30, health_check_interval=25
     )
 
 

@@ -20,7 +20,7 @@ from common.signals.signatures import unpack64
 from producer import jobs
 from producer.session import Session
 
-DEDUP_RADIUS = 8  # candidate radius of verified dedup, on dHash and pHash: see README "Dedup"
+DEDUP_RADIUS = presets.FIXED.dedup_radius  # the name producer.commands.dedup imports; the value: presets
 
 
 def run_dedup(
@@ -151,9 +151,10 @@ def _confirmed_pairs(
     sigs = dict(zip(uniq, sess.store.signatures_many(uniq, scan_only=True), strict=True))
     out = []
     for a, b in todo:
-        if sigs.get(a) is None or sigs.get(b) is None:
+        sig_a, sig_b = sigs.get(a), sigs.get(b)
+        if sig_a is None or sig_b is None:
             continue
         primary = sess.store.scan_signals[0]
-        d = (unpack64(sigs[a][primary]) ^ unpack64(sigs[b][primary])).bit_count()
+        d = (unpack64(sig_a[primary]) ^ unpack64(sig_b[primary])).bit_count()
         out.append((a, b, d, "confirmed"))
     return out

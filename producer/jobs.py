@@ -7,9 +7,9 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
@@ -86,11 +86,12 @@ def enqueue_queries(
     return job_id
 
 
-def note_job(r: redis.Redis, job_id: str, meta: dict[str, Any]) -> None:
+def note_job(r: redis.Redis, job_id: str, meta: Mapping[str, str | int | float]) -> None:
     """The job's notes (kind, size; workers add problems such as a poisoned shard), kept as long as
     the job's other bookkeeping."""
     pipe = r.pipeline()
-    pipe.hset(keys.job_meta(job_id), mapping=meta)
+    # A copy typed as hset wants it: Mapping's key type is invariant, str keys alone do not fit str | bytes.
+    pipe.hset(keys.job_meta(job_id), mapping={k: v for k, v in meta.items()})
     pipe.expire(keys.job_meta(job_id), tasks.JOB_TTL)
     pipe.execute()
 
@@ -118,7 +119,7 @@ def wait(
     progress: bool = True,
     stall_seconds: float = 30.0,
     timeout: float | None = None,
-    pending: Callable[[], int] | None = None,
+    pending: Callable[[], int | None] | None = None,
 ) -> JobProgress:
     """Poll the job's Redis sets until every item is done or failed; fail clearly if nobody works on it."""
     state = JobProgress(job_id, total)
@@ -178,7 +179,9 @@ def gather(r: redis.Redis, job_id: str) -> dict[str, dict[str, Any]]:
 
 def failed_items(r: redis.Redis, store: IndexStore, job_id: str) -> dict[str, dict]:
     """The failure record of every product of this job that did not end indexed."""
-    pids = sorted(p.decode() for p in r.sdiff(keys.job_failed(job_id), keys.job_done(job_id)))
+    # types-redis types sdiff's members as any value; the client, not decoding, returns bytes.
+    failed_only = cast("set[bytes]", r.sdiff(keys.job_failed(job_id), keys.job_done(job_id)))
+    pids = sorted(p.decode() for p in failed_only)
     records = r.hmget(keys.FAILURES, pids) if pids else []
     return {
         pid: (json.loads(rec) if rec else {"reason": "unknown"})

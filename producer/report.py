@@ -98,11 +98,11 @@ def _feedback_of(data: Any) -> dict[str, list[list[str]]]:
 def thumbnail(path: Path, size: int = 128, quality: int = 75) -> str | None:
     """A data: URI of a small JPEG, or None when the file cannot be read as an image."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_THUMB_PIXELS:
+        with Image.open(path) as opened:
+            if opened.width * opened.height > MAX_THUMB_PIXELS:
                 return None
-            im.draft("RGB", (size, size))  # JPEG: decode at reduced size, much faster on large photos
-            im = ImageOps.exif_transpose(im)
+            opened.draft("RGB", (size, size))  # JPEG: decode at reduced size, much faster on large photos
+            im = ImageOps.exif_transpose(opened)
             if im.mode in ("RGBA", "LA", "P"):
                 rgba = im.convert("RGBA")
                 im = Image.new("RGB", rgba.size, "white")

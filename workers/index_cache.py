@@ -70,6 +70,8 @@ def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
     state = _state.get(os.getpid())
     if state is None:
         s = Settings.from_env()
+        if s.redis_url is None:  # whoever starts the workers (embedded mode too) sets NEARDUP_REDIS_URL
+            raise ValueError("workers need NEARDUP_REDIS_URL: the index Redis")
         client = redis.Redis.from_url(
             s.redis_url,
             socket_timeout=30,
@@ -90,20 +92,17 @@ def snapshot() -> Snapshot:
     st = store()
     with _lock:
         if _snap is None:
-            _full_load(st)
-            return _snap
+            return _full_load(st)
         version, epoch, feedback_version = st.sync_state()
         if epoch != _epoch:
-            _full_load(st)  # the index was reset or replaced under us
-            return _snap
+            return _full_load(st)  # the index was reset or replaced under us
         if feedback_version != _feedback.version:
             _load_feedback(st)
         if version == _snap.version:
             return _snap
         changes = st.changes_since(_last_change)
         if not changes or changes[0].version != _snap.version + 1:
-            _full_load(st)  # the stream was trimmed past us, or the index was reset
-            return _snap
+            return _full_load(st)  # the stream was trimmed past us, or the index was reset
         blob_cache().forget(list(dict.fromkeys(c.pid for c in changes)))
         _catch_up(st, _snap, changes)
         _last_change = changes[-1].id
@@ -144,7 +143,8 @@ def _load_feedback(st: IndexStore) -> None:
         _snap.exclusions = _feedback.exclusions()
 
 
-def _full_load(st: IndexStore) -> None:
+def _full_load(st: IndexStore) -> Snapshot:
+    """Load the whole index into a new snapshot, which becomes this process's and is returned."""
     global _snap, _last_change, _epoch
     consistency.require_consistent(st.r, st.scan_signals)  # a clear error, not "40 signatures for 48 ids"
     blob_cache().clear()
@@ -161,6 +161,7 @@ def _full_load(st: IndexStore) -> None:
     _warm(snap)
     _snap, _last_change, _epoch = snap, bulk.last_change, bulk.epoch
     _load_feedback(st)
+    return snap
 
 
 def _sync_embeddings(st: IndexStore, snap: Snapshot, pids: list[str], chunk: int = 10_000) -> None:

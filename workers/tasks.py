@@ -55,8 +55,8 @@ def _parse_items(items: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str
                 raise BadRequest("not_utf8", f"product {pid}: url is not valid UTF-8")
             good.append((pid, url))
         except BadRequest as exc:
-            pid = item.get("product_id") if isinstance(item, dict) else None
-            bad.append((message_guard.utf8_safe(pid) if isinstance(pid, str) else "?", str(exc)))
+            raw_pid = item.get("product_id") if isinstance(item, dict) else None
+            bad.append((message_guard.utf8_safe(raw_pid) if isinstance(raw_pid, str) else "?", str(exc)))
     return good, bad
 
 

@@ -11,7 +11,7 @@ Measured on the devset (400 products, cropped/padded/rescaled/noisy queries): th
 in the top 16 by weighted votes for 0.88 of criterion-4 queries (plain votes 0.84; the 12-word
 longer, 2-function or 12/14-bit variants were no better). Why IDF: ORB bits are biased on studio
 photos (one word occurred in 25 % of products), so frequent words say little and cost most; lists
-longer than `MAX_DF_SHARE` of the index are skipped outright.
+longer than `max_df_share` of the index (common.match.presets.FIXED) are skipped outright.
 
 Exactness: `WordIndex.scores` equals brute-force weighted counting over the snapshot's current
 rows. Rows appended or overwritten since the build form a delta counted directly; the index
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.index.snapshot import Snapshot
+from common.match.presets import FIXED
 
 WORDS = 64  # words stored per product: the strongest keypoints, one word each
 WORD_BITS = 16
@@ -33,8 +34,6 @@ COLUMNS = tuple(f"orbwords{i}@1" for i in range(WORDS // 4))  # 4 x 16-bit words
 # Descriptor bits that form a word (drawn once, uniformly; fixed: changing them needs a new @version).
 BITS = np.array([75, 154, 124, 10, 186, 253, 203, 230, 205, 18, 247, 65, 127, 4, 43, 163])
 _SPACE = 1 << WORD_BITS
-MAX_DF_SHARE = 0.05  # posting lists longer than this share of rows (and MIN_SKIP) carry no weight
-MIN_SKIP = 64
 _WEIGHTS = 1 << np.arange(WORD_BITS - 1, -1, -1, dtype=np.int64)
 
 
@@ -174,7 +173,7 @@ class WordIndex:
     def weights(b: _Built, df: np.ndarray) -> np.ndarray:
         """IDF of words with built document frequencies `df`; 0 for lists too common to be evidence."""
         n = max(b.n_docs or b.n_built, 1)
-        skip = max(MIN_SKIP, MAX_DF_SHARE * n)
+        skip = max(FIXED.min_skip, FIXED.max_df_share * n)
         return np.where(df <= skip, np.log1p(n / np.maximum(df, 1)), 0.0)
 
     def weight_table(self) -> np.ndarray:

@@ -25,6 +25,10 @@ pdq_flat_max and photo_min_affine are new. Curves on the tune part (seeds 1+2, 1
   pdq_flat_max 8 / 12 / 16: no change on either part (12 kept, the middle).
   mirror_radius 6 / 10 / 14: R 0.955 for all, P 0.996 0.996 0.994: 6, the cheapest scan (MIH).
   pdq_max 28 / 31 / 34: R 0.955 on tune for all (held 0.974 0.975 0.977): 31 stays.
+
+The thresholds that are the same for every preset are `FIXED` (a `Thresholds`), below the presets:
+verify, normalise, orb_words and the dedup producer read them from here. This module imports nothing
+from common at import time, so the lower rooms (signals, index) may import it.
 """
 
 from __future__ import annotations
@@ -87,3 +91,84 @@ def resolve(preset: str, max_distance: int | None = None, min_similarity: float 
     if max_distance is not None:
         rule = replace(rule, name=f"{rule.name}+d{max_distance}", max_distance=max_distance)
     return rule
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The fixed thresholds: the same for every preset (a preset that must differ moves one into Rule).
+
+    Each field names where it is used; the comments say why, and where it was measured."""
+
+    # --- ORB + RANSAC geometry (common.match.verify.verify / _plausible) ---------------------------
+    orb_ratio: float = 0.8  # Lowe ratio test: best match closer than this share of the second best
+    ransac_reproj: float = 6.0  # RANSAC reprojection error (px, in the 400 px ORB frame) of an inlier
+    # Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the similarity
+    # fit of a copy rotated, re-cropped and stretched back to its old size reads up to ~12.5 (seed-3 tune
+    # part: 12 lost 2 of 22 rotations, 15 none, no new false match on any part or the devset). The
+    # photometric check keeps other garments out.
+    max_rotation: float = 15.0
+    # Crops of up to ~30 % per side keep >= 0.4 of the target; padding/letterbox grow it <= ~2.6x.
+    # Unrelated photos that share a logo produce inliers too, but with arbitrary scale and placement.
+    min_cover: float = 0.4  # share of the target the mapped query covers
+    min_area: float = 0.35  # mapped query area / target area, at least ...
+    max_area: float = 2.6  # ... and at most
+    max_anisotropy: float = 1.3  # affine fits: ratio of the singular values (stretch, keystone) at most this
+
+    # --- Photometric check after alignment (common.match.verify.photometric) -----------------------
+    # Measured on the devset / generated sets (scratch-accuracy/thumb): true ORB-confirmed pairs keep
+    # chroma corr >= 0.7 and energy ratio >= 0.55; the luma share is the presets' photo_min.
+    block_texture: float = 3.0  # grey-level std below which a block (in both images) is flat: not evidence
+    block_agree: float = 0.5  # local NCC of a textured block that counts as agreement
+    chroma_flat: float = 4.0  # chroma std (both images) below which colour is not evidence (grey garments)
+    chroma_min_corr: float = 0.6
+    chroma_min_ratio: float = 0.4
+    # A query's fine thumbnail (twice the size) is used when the candidate fills less than this share of
+    # the query's long side: a photo inside a screenshot frame keeps its detail.
+    fine_below: float = 0.9
+    # Studio background swapped (the candidate's border-connected backdrop looks different in the query):
+    # judge the garment alone. A third of the backdrop further than these from the candidate's says "swapped".
+    bg_near: float = 10.0  # grey levels from the border colour that still count as the candidate's backdrop
+    bg_near_chroma: float = 4.0  # the same for each chroma plane (Cr, Cb)
+    bg_swap_luma: float = 30.0
+    bg_swap_chroma: float = 10.0
+    bg_moved: float = 0.3
+    bg_block_max: float = 0.25  # blocks at least this share swapped backdrop say nothing about the garment
+    # Chroma ignores the query's local inserts (a badge, a logo): blocks whose luma disagrees, dilated by
+    # one block, up to this share of the compared area.
+    insert_max: float = 0.25
+
+    # --- Views before hashing (common.signals.normalise) -------------------------------------------
+    # The border trim and the despeckle run on both sides (ingest and query): changing one changes the
+    # stored signals, so the inventory must be described again. The studio backdrop is query-only.
+    trim_tolerance: int = 10  # per-channel difference still counted as border colour (JPEG ringing, noise)
+    trim_keep: float = 0.97  # share of a line's pixels that must match for the line to count as border
+    # Salt-and-pepper noise: single pixels far outside the range of their 8 neighbours. Measured on the
+    # devset (grey working copy): no inventory photo has more than 1e-5 of such pixels at a margin of 100
+    # grey levels, nor any other edited query more than 2e-5; speckled queries have 3e-4 and up (those
+    # rescaled down after the noise excepted: averaging already blurred the specks away).
+    speck_margin: int = 100
+    speckled_share: float = 2e-4
+    # A studio backdrop: light and nearly neutral (the inventory's white or light grey). A query whose
+    # border is anything else may show a garment on a replaced background.
+    studio_luma: int = 200
+    studio_chroma: int = 14
+    flood_step: int = 3  # grey levels between neighbours that a backdrop (flat or gradient) stays within
+    backdrop_min_share: float = 0.15  # flooded share below this: no backdrop to speak of ...
+    backdrop_max_share: float = 0.9  # ... above this: nothing left of a garment
+
+    # --- Local-feature word candidates (common.index.orb_words) ------------------------------------
+    # ORB bits are biased on studio photos (one word occurred in 25 % of products): frequent words say
+    # little and cost most. Posting lists longer than this share of rows (and min_skip) carry no weight.
+    max_df_share: float = 0.05
+    min_skip: int = 64
+
+    # --- Verification tiers (to be read by common.match.confirm, now its _LOW_QUALITY, and by
+    # common.match.pipeline, now the literal 6 of the no-blob-store fallback) -------------------------
+    pdq_min_quality: int = 50  # PDQ's own quality score; below it (flat images) PDQ agreement is not evidence
+    unverified_radius: int = 6  # no blob store (library use without Redis): dHash and pHash both within it
+
+    # --- Whole-inventory dedup (producer.dedup) ----------------------------------------------------
+    dedup_radius: int = 8  # candidate radius of verified dedup, on dHash and pHash: see README "Dedup"
+
+
+FIXED = Thresholds()

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common.match.presets import FIXED
+
 SIDE = 400  # both images are resized so their longer side is this many pixels before detection
 INVENTORY_FEATURES = 256  # ~9 KB per product in Redis; recall barely moves from 500 (see report)
 QUERY_FEATURES = 500
@@ -86,14 +88,13 @@ def unpack_size(blob: bytes) -> tuple[int, int]:
 
 
 _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
-# Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the similarity
-# fit of a copy rotated, re-cropped and stretched back to its old size reads up to ~12.5 (seed-3 tune
-# part: 12 lost 2 of 22 rotations, 15 none, no new false match on any part or the devset). The
-# photometric check keeps other garments out.
-MAX_ROTATION = 15.0
+# The thresholds of the geometric check (ratio test, RANSAC, rotation, cover, area, stretch): FIXED
+# in common.match.presets, with their reasons.
 
 
-def verify(query: Features, target: Features, ratio: float = 0.8, min_inliers: int = 0) -> Verdict:
+def verify(
+    query: Features, target: Features, ratio: float = FIXED.orb_ratio, min_inliers: int = 0
+) -> Verdict:
     """Does `query` show (part of) `target` under scale + translation? Lowe ratio test, then RANSAC.
 
     With `min_inliers`: when the similarity fit falls short of it but the ratio test kept enough
@@ -107,24 +108,25 @@ def verify(query: Features, target: Features, ratio: float = 0.8, min_inliers: i
         return Verdict(len(good), 0, False)
     src = query.points[[g.queryIdx for g in good]]
     dst = target.points[[g.trainIdx for g in good]]
-    model, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0)
+    model, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=FIXED.ransac_reproj
+    )
     if model is None:
         return Verdict(len(good), 0, False)
     verdict = Verdict(len(good), int(mask.sum()), _plausible(model, query.size, target.size), model)
     if verdict.inliers < min_inliers <= len(good):
-        affine, amask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0)
+        affine, amask = cv2.estimateAffine2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=FIXED.ransac_reproj
+        )
         if affine is not None and int(amask.sum()) > verdict.inliers:
             plausible = _plausible(affine, query.size, target.size) and _near_similarity(affine)
             return Verdict(len(good), int(amask.sum()), plausible, affine, affine=True)
     return verdict
 
 
-_MAX_ANISOTROPY = 1.3  # affine fits: ratio of the singular values (stretch, keystone) at most this
-
-
 def _near_similarity(model: np.ndarray) -> bool:
     sv = np.linalg.svd(model[:, :2], compute_uv=False)
-    return bool(sv[1] > 0 and sv[0] / sv[1] <= _MAX_ANISOTROPY and np.linalg.det(model[:, :2]) > 0)
+    return bool(sv[1] > 0 and sv[0] / sv[1] <= FIXED.max_anisotropy and np.linalg.det(model[:, :2]) > 0)
 
 
 def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]) -> bool:
@@ -132,6 +134,7 @@ def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]
 
     Crops of up to ~30 % per side keep >= 0.4 of the target; padding/letterbox grow it <= ~2.6x.
     Unrelated photos that share a logo produce inliers too, but with arbitrary scale and placement.
+    (The limits: FIXED.max_rotation, min_cover, min_area, max_area.)
     """
     rotation = np.degrees(np.arctan2(model[1, 0], model[0, 0]))
     x0, y0 = model @ [0.0, 0.0, 1.0]
@@ -140,7 +143,11 @@ def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]
     inter = max(0.0, min(x1, tw) - max(x0, 0.0)) * max(0.0, min(y1, th) - max(y0, 0.0))
     cover = inter / (tw * th)
     area = (x1 - x0) * (y1 - y0) / (tw * th)
-    return bool(abs(rotation) <= MAX_ROTATION and cover >= 0.4 and 0.35 <= area <= 2.6)
+    return bool(
+        abs(rotation) <= FIXED.max_rotation
+        and cover >= FIXED.min_cover
+        and FIXED.min_area <= area <= FIXED.max_area
+    )
 
 
 # --- Photometric check after alignment -------------------------------------------------------------
@@ -152,30 +159,13 @@ def _plausible(model: np.ndarray, qsize: tuple[int, int], tsize: tuple[int, int]
 #   chroma — the chroma plane (Cr + i*Cb, 32 px) compared as one complex signal: |corr| is unchanged
 #            by a hue rotation or a saturation scale; a colourful garment against a grey one, or a
 #            different colour pattern, fails (energy ratio or correlation).
-# Measured on the devset / generated sets (scratch-accuracy/thumb): true ORB-confirmed pairs keep
-# chroma corr >= 0.7 and energy ratio >= 0.55; see presets for the luma thresholds.
+# The thresholds (texture, agreement, chroma, fine thumbnail, swapped backdrop, inserts) are FIXED in
+# common.match.presets, with where they were measured; the luma share is the presets' photo_min.
 
 THUMB_SIDE = 64  # luma thumbnail, longer side (<= 64 x 64 bytes)
 CHROMA_SIDE = 32  # chroma thumbnails, longer side (2 planes)
 _BLOCK = 8
-_TEXTURE = 3.0  # grey-level std below which a block (in both images) is flat: not evidence
-_AGREE = 0.5  # local NCC of a textured block that counts as agreement
-_CHROMA_FLAT = 4.0  # chroma std (both images) below which colour is not evidence (grey garments)
-CHROMA_MIN_CORR = 0.6
-CHROMA_MIN_RATIO = 0.4
-# A query's fine thumbnail (twice the size) is used when the candidate fills less than this share of
-# the query's long side: a photo inside a screenshot frame keeps its detail.
-FINE_SIDE = 128
-FINE_BELOW = 0.9
-# Studio background swapped (the candidate's border-connected backdrop looks different in the query):
-# judge the garment alone. A third of the backdrop further than these from the candidate's says "swapped".
-_BG_NEAR = 10.0  # grey levels from the border colour that still count as the candidate's backdrop
-_BG_SWAP_LUMA = 30.0
-_BG_SWAP_CHROMA = 10.0
-_BG_MOVED = 0.3
-# Chroma ignores the query's local inserts (a badge, a logo): blocks whose luma disagrees, dilated by
-# one block, up to this share of the compared area.
-_INSERT_MAX = 0.25
+FINE_SIDE = 128  # a query's fine thumbnail (twice the size), used when the candidate is small in it
 
 
 @dataclass(frozen=True)
@@ -193,8 +183,8 @@ class Photometric:
     def passes(self, min_luma: float) -> bool:
         return (
             self.luma >= min_luma
-            and self.chroma_corr >= CHROMA_MIN_CORR
-            and self.chroma_ratio >= CHROMA_MIN_RATIO
+            and self.chroma_corr >= FIXED.chroma_min_corr
+            and self.chroma_ratio >= FIXED.chroma_min_ratio
         )
 
 
@@ -262,7 +252,7 @@ def _background(thumb: Thumb) -> np.ndarray:
     small = cv2.resize(luma, (cw, ch), interpolation=cv2.INTER_AREA)
     planes = [small, thumb.chroma[..., 0], thumb.chroma[..., 1]]
     near = np.ones((ch, cw), bool)
-    for plane, tol in zip(planes, (_BG_NEAR, 4.0, 4.0), strict=True):
+    for plane, tol in zip(planes, (FIXED.bg_near, FIXED.bg_near_chroma, FIXED.bg_near_chroma), strict=True):
         border = np.concatenate([plane[0], plane[-1], plane[:, 0], plane[:, -1]])
         near &= np.abs(plane - np.median(border)) <= tol
     _, lab = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
@@ -296,19 +286,19 @@ def _block_agreement(
     qb, tb, vb = blocks(q), blocks(t), blocks(valid.astype(np.float32))
     inside = vb.mean(axis=1) > 0.99
     if exclude is not None:  # blocks that are mostly swapped backdrop say nothing about the garment
-        inside &= blocks(exclude.astype(np.float32)).mean(axis=1) < 0.25
+        inside &= blocks(exclude.astype(np.float32)).mean(axis=1) < FIXED.bg_block_max
     qc = qb - qb.mean(axis=1, keepdims=True)
     tc = tb - tb.mean(axis=1, keepdims=True)
     sq, st = np.sqrt((qc**2).mean(axis=1)), np.sqrt((tc**2).mean(axis=1))
-    textured = inside & (np.maximum(sq, st) > _TEXTURE)
+    textured = inside & (np.maximum(sq, st) > FIXED.block_texture)
     n = int(textured.sum())
     ncc = (qc * tc).mean(axis=1) / np.maximum(sq * st, 1e-6)
     disagree = np.zeros(q.shape, bool)
-    grid = (textured & (ncc < _AGREE)).reshape(h2 // _BLOCK, w2 // _BLOCK)
+    grid = (textured & (ncc < FIXED.block_agree)).reshape(h2 // _BLOCK, w2 // _BLOCK)
     disagree[y0 : y0 + h2, x0 : x0 + w2] = grid.repeat(_BLOCK, 0).repeat(_BLOCK, 1)
     if not n:
         return 1.0, disagree
-    return float(np.count_nonzero(textured & (ncc >= _AGREE)) / n), disagree
+    return float(np.count_nonzero(textured & (ncc >= FIXED.block_agree)) / n), disagree
 
 
 def photometric(
@@ -318,7 +308,7 @@ def photometric(
     the ORB frames of sizes `qsize` and `tsize`). About 0.1-0.2 ms.
 
     `fine`: the query's fine thumbnail (FINE_SIDE), used when the target is small in the query."""
-    if fine is not None and _footprint(model, qsize, tsize) < FINE_BELOW:
+    if fine is not None and _footprint(model, qsize, tsize) < FIXED.fine_below:
         query = fine
     warped, valid = _warp(model, qsize, tsize, query.luma.shape, target.luma.shape, target.luma)
     qc, tc = query.chroma, target.chroma
@@ -336,7 +326,7 @@ def photometric(
         interpolation=cv2.INTER_AREA,
     )
     drop = cvalid & (insert > 0)
-    if 0 < drop.sum() <= _INSERT_MAX * cvalid.sum():
+    if 0 < drop.sum() <= FIXED.insert_max * cvalid.sum():
         cvalid &= ~drop
     if cvalid.sum() < 20:
         return Photometric(luma, 1.0, 1.0)
@@ -351,7 +341,7 @@ def _chroma_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = a - a.mean(), b - b.mean()
     ea, eb = float(np.mean(np.abs(a) ** 2)), float(np.mean(np.abs(b) ** 2))
     sa, sb = np.sqrt(ea), np.sqrt(eb)
-    if max(sa, sb) < _CHROMA_FLAT:
+    if max(sa, sb) < FIXED.chroma_flat:
         return 1.0, 1.0
     corr = float(np.abs(np.vdot(b, a)) / np.sqrt(ea * eb * len(a) ** 2 + 1e-9))
     return corr, float(min(sa, sb) / max(sa, sb))
@@ -374,8 +364,8 @@ def _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb,
     qcb = query.chroma[bgc]
     d_chroma = np.hypot(qcb[:, 0] - cr[bgc], qcb[:, 1] - cb[bgc])
     # A gradient may match the old backdrop in part: the share of backdrop that moved decides.
-    moved = max(float(np.mean(d_luma > _BG_SWAP_LUMA)), float(np.mean(d_chroma > _BG_SWAP_CHROMA)))
-    if moved < _BG_MOVED:
+    moved = max(float(np.mean(d_luma > FIXED.bg_swap_luma)), float(np.mean(d_chroma > FIXED.bg_swap_chroma)))
+    if moved < FIXED.bg_moved:
         return None
     grow = np.ones((5, 5), np.uint8)  # the garment's soft edge blends into the new backdrop
     return cv2.dilate(bgl.astype(np.uint8), grow) > 0, cv2.dilate(bgc.astype(np.uint8), grow) > 0

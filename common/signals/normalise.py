@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common.match.presets import FIXED
+
 # Crop windows (left, top, right, bottom as fractions) stored per inventory image. Measured on the
 # devset: with these, a cropped query's source ranks in the top 8 candidates 0.53 of the time (0.39
 # without), at one 64-bit column each.
@@ -21,8 +23,8 @@ CROP_WINDOWS: tuple[tuple[float, float, float, float], ...] = (
 )
 
 _WORK_SIDE = 256
-_TOLERANCE = 10  # per-channel difference still counted as the border colour (JPEG ringing, noise)
-_KEEP = 0.97  # share of a line's pixels that must match for the line to count as border
+# The border rule (FIXED.trim_tolerance, trim_keep), the speck limits and the studio-backdrop limits
+# are in common.match.presets, with where they were measured.
 
 
 def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
@@ -56,7 +58,7 @@ def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
             block = lines[start : start + step].astype(np.int16)
             diff = np.abs(block - ref)
             worst = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2])
-            ok = (worst <= _TOLERANCE).mean(axis=1) >= _KEEP
+            ok = (worst <= FIXED.trim_tolerance).mean(axis=1) >= FIXED.trim_keep
             if not ok.all():
                 return start + int(np.flatnonzero(~ok)[0])
             start, step = start + len(block), step * 4
@@ -81,12 +83,8 @@ def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
-# Salt-and-pepper noise: single pixels far outside the range of their 8 neighbours. Measured on the
-# devset (grey working copy): no inventory photo has more than 1e-5 of such pixels at a margin of 100
-# grey levels, nor any other edited query more than 2e-5; speckled queries have 3e-4 and up (those
-# rescaled down after the noise excepted: averaging already blurred the specks away).
-_SPECK = 100
-_SPECKLED = 2e-4
+# Salt-and-pepper noise: single pixels more than FIXED.speck_margin outside the range of their 8
+# neighbours, on more than FIXED.speckled_share of the photo.
 _RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
 
 
@@ -100,18 +98,17 @@ def despeckled(image: Image.Image) -> Image.Image:
     # uint8 saturating differences: a pixel above its brightest neighbour, below its darkest
     salt = cv2.subtract(grey, cv2.dilate(grey, _RING))
     pepper = cv2.subtract(cv2.erode(grey, _RING), grey)
-    spikes = cv2.countNonZero(cv2.threshold(cv2.max(salt, pepper), _SPECK, 255, cv2.THRESH_BINARY)[1])
-    if spikes < _SPECKLED * grey.size:
+    spikes = cv2.countNonZero(
+        cv2.threshold(cv2.max(salt, pepper), FIXED.speck_margin, 255, cv2.THRESH_BINARY)[1]
+    )
+    if spikes < FIXED.speckled_share * grey.size:
         return image
     return Image.fromarray(cv2.medianBlur(rgb, 3))
 
 
-# A studio backdrop: light and nearly neutral (the inventory's white or light grey). A query whose
-# border is anything else may show a garment on a replaced background.
-_STUDIO_LUMA = 200
-_STUDIO_CHROMA = 14
-_STUDIO_FILL = 248
-_FLOOD_STEP = 3  # grey levels between neighbours that a backdrop (flat or gradient) stays within
+# A studio backdrop: light and nearly neutral (the inventory's white or light grey), FIXED.studio_luma
+# and studio_chroma. A query whose border is anything else may show a garment on a replaced background.
+_STUDIO_FILL = 248  # the studio white a replaced backdrop is painted with
 _BACKDROP_SIDE = 128
 
 
@@ -129,10 +126,10 @@ def restudioed(image: Image.Image) -> Image.Image | None:
     ring = np.concatenate([small[0], small[: sh * 3 // 5, 0], small[: sh * 3 // 5, -1]]).astype(np.int16)
     med = np.median(ring, axis=0)
     luma = 0.299 * med[0] + 0.587 * med[1] + 0.114 * med[2]
-    if luma >= _STUDIO_LUMA and med.max() - med.min() <= _STUDIO_CHROMA:
+    if luma >= FIXED.studio_luma and med.max() - med.min() <= FIXED.studio_chroma:
         return None
     mask = np.zeros((sh + 2, sw + 2), np.uint8)
-    step = (_FLOOD_STEP,) * 3
+    step = (FIXED.flood_step,) * 3
     flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
     # Seeds along the top and the upper sides only: garments often touch the bottom edge.
     seeds = [(x, 0) for x in range(0, sw, 4)] + [
@@ -142,7 +139,7 @@ def restudioed(image: Image.Image) -> Image.Image | None:
         if not mask[y + 1, x + 1]:
             cv2.floodFill(small, mask, (x, y), (0, 0, 0), step, step, flags)
     back = mask[1:-1, 1:-1].astype(np.float32) / 255.0
-    if not 0.15 <= back.mean() <= 0.9:
+    if not FIXED.backdrop_min_share <= back.mean() <= FIXED.backdrop_max_share:
         return None  # no backdrop to speak of, or nothing left of a garment
     back = cv2.GaussianBlur(cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 1.0)[..., None]
     out = rgb.astype(np.float32) * (1.0 - back) + _STUDIO_FILL * back

@@ -37,8 +37,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"failures: {len(failures)}" + ("".join(f"\n  {r}: {n}" for r, n in by_reason.most_common())))
         from producer.calibrate import status_line  # emb: the model and its calibration, when one is set
 
-        if (line := status_line(sess.r, settings)) is not None:
-            print(line)
+        if (calibration := status_line(sess.r, settings)) is not None:
+            print(calibration)
     return EXIT_FAILURES if problems else EXIT_OK
 
 
