@@ -215,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"neardup: {exc}")
         return EXIT_UNREACHABLE
     except KeyboardInterrupt as exc:
+        for stop in stop_signals.STOP_SIGNALS:  # the stack is down: a late second signal must not kill us
+            signal.signal(stop, signal.SIG_IGN)
         signum = exc.signum if isinstance(exc, stop_signals.Interrupted) else signal.SIGINT
         say(
             f"neardup: interrupted ({signal.Signals(signum).name}); run the same command again to resume "
