@@ -191,18 +191,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             if indexed < len(inventory):
                 say(f"calibrate: only {indexed} of {len(inventory)} inventory products are indexed")
-        job_id = jobs.enqueue_queries(sess.app, sess.r, specs)
-        jobs.wait(
-            sess.r,
-            job_id,
-            len(specs),
-            "calibrate",
-            sess.workers_alive,
-            progress=not args.quiet,
-            timeout=args.timeout,
-            pending=sess.pending,
-        )
-        answers = jobs.gather(sess.r, job_id)
+        answers = jobs.run_queries(sess, specs, "calibrate", not args.quiet, args.timeout)
         results, errors = labelled_results(labels, {s["key"]: answers.get(s["key"], {}) for s in specs})
         fit_names, held_names = calibration.split([q.name for q in results], args.held_out)
         fit = [q for q in results if q.name in fit_names]

@@ -204,3 +204,21 @@ def queue_lengths(broker: redis.Redis) -> dict[str, int]:
             pipe.llen(name)
         out[queue] = sum(pipe.execute())
     return out
+
+
+def run_queries(
+    sess: Any, specs: Sequence[dict[str, Any]], what: str, progress: bool, timeout: float | None
+) -> dict:
+    """Enqueue query specs on the session's workers, wait for every answer, and return them by key."""
+    job_id = enqueue_queries(sess.app, sess.r, specs)
+    wait(
+        sess.r,
+        job_id,
+        len(specs),
+        what,
+        sess.workers_alive,
+        progress=progress,
+        timeout=timeout,
+        pending=sess.pending,
+    )
+    return gather(sess.r, job_id)

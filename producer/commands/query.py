@@ -30,18 +30,7 @@ def do_query(
         if args.details:
             spec["details"] = True
     started = time.monotonic()
-    job_id = jobs.enqueue_queries(sess.app, sess.r, specs)
-    jobs.wait(
-        sess.r,
-        job_id,
-        len(specs),
-        "query",
-        sess.workers_alive,
-        progress=not args.quiet,
-        timeout=args.timeout,
-        pending=sess.pending,
-    )
-    results = jobs.gather(sess.r, job_id)
+    results = jobs.run_queries(sess, specs, "query", not args.quiet, args.timeout)
     ordered = {s["key"]: results.get(s["key"], {"ok": False, "error": {"reason": "lost"}}) for s in specs}
     elapsed = time.monotonic() - started
     if args.details:
