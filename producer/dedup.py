@@ -10,7 +10,7 @@ import numpy as np
 
 from common.config import tasks
 from common.index import feedback, keys
-from common.index.allpairs import PAIR_RECORD, STAGES
+from common.index.allpairs import MIRROR_SEP, PAIR_RECORD, STAGES
 from common.index.allpairs import groups as groups_of_rows
 from common.index.canonical import canonical
 from common.index.hamming import similarity
@@ -35,7 +35,8 @@ def run_dedup(
 ) -> dict[str, Any]:
     """All near-duplicate pairs over the whole index and the groups they form (union-find).
     `original`: every pair within dHash `radius`, exact. Other presets: pairs within `radius` on
-    dHash or pHash, each confirmed by the preset's verification (PDQ, or ORB + photometric check).
+    dHash or pHash, each confirmed by the preset's verification (PDQ, or ORB + photometric check), and
+    mirrored uploads (one's dHash near the other's stored mirror dHash, confirmed by the mirror's PDQ).
     Review feedback applies (common.feedback): rejected pairs are never listed nor grouped together,
     confirmed ones always grouped. Each group names its canonical member by `canonical_rule`
     (default NEARDUP_CANONICAL, see common.canonical)."""
@@ -43,6 +44,8 @@ def run_dedup(
     verified = presets.PRESETS[preset].verified
     primary = sess.store.scan_signals[0]  # the index's primary dHash (its decode mode)
     columns = [primary, signal_set.PHASH] if verified else [primary]
+    if verified and signal_set.DHASH_MIRROR in sess.store.scan_signals:  # mirrored uploads too
+        columns.append(f"{primary}{MIRROR_SEP}{signal_set.DHASH_MIRROR}")
     bulk = sess.store.bulk()  # ids in row order: the same rows every shard scans
     n = len(bulk.ids)
     job_id = jobs.new_job_id("dedup")

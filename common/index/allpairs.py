@@ -374,4 +374,8 @@ def groups(n: int, i: np.ndarray, j: np.ndarray) -> list[list[int]]:
 # because a shard can hold millions of pairs.
 
 PAIR_RECORD = np.dtype([("i", "<u4"), ("j", "<u4"), ("d", "u1"), ("stage", "u1")])
-STAGES = ("dhash", "exact", "pdq", "orb")  # stage code -> the signal that confirmed the pair
+STAGES = ("dhash", "exact", "pdq", "orb", "mirror")  # stage code -> the signal that confirmed the pair
+# ("mirror": the PDQ of one product's mirror is near the other's: a mirrored upload)
+# A dedup `columns` entry "A~B": pairs of rows whose A hash is near the other's B hash (the primary
+# dHash against the stored mirror's: mirrored uploads).
+MIRROR_SEP = "~"

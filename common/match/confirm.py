@@ -279,9 +279,13 @@ def _photo_stage(
     return found
 
 
-def verify_pairs(pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs) -> list[tuple[str, dict] | None]:
+def verify_pairs(
+    pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs, mirrored: list[bool] | None = None
+) -> list[tuple[str, dict] | None]:
     """For each pair of indexed product ids, the (stage, extra) that confirms them as near-duplicates
     (PDQ within rule.pdq_max on informative images, else ORB + RANSAC + the photometric check), or None.
+    Pairs flagged in `mirrored` (found by the mirror's hashes) are judged by the stored mirror PDQ alone
+    (stage "mirror"): ORB keypoints are stored for the straight photo only.
 
     Blobs are fetched in bulk: one `blobs(key, ids)` call per signal (PDQ, ORB, and the thumbnail)
     over the unique ids of all pairs. Cost per pair: a PDQ comparison (~5 us); pairs PDQ does not
@@ -290,6 +294,9 @@ def verify_pairs(pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs) -> list
     """
     if not pairs:
         return []
+    if mirrored is not None and any(mirrored):
+        straight = verify_pairs([p for p, m in zip(pairs, mirrored, strict=True) if not m], rule, blobs)
+        return _verify_mirrored(pairs, mirrored, rule, blobs, straight)
     uniq = list(dict.fromkeys(pid for pair in pairs for pid in pair))
     pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
     orb = dict(zip(uniq, blobs(ORB, uniq), strict=True))
@@ -320,4 +327,28 @@ def verify_pairs(pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs) -> list
         with _skip_damaged(f"{a}/{b}"):
             extra = _orb_confirms(feat(a), thumb(a), orb[b], lambda b=b: thumbs[b], rule)
         out.append(("orb", extra) if extra is not None else None)
+    return out
+
+
+def _verify_mirrored(
+    pairs: list[tuple[str, str]],
+    mirrored: list[bool],
+    rule: Rule,
+    blobs: Blobs,
+    straight: list[tuple[str, dict] | None],
+) -> list[tuple[str, dict] | None]:
+    """verify_pairs' answers with the mirrored pairs judged by the mirror's PDQ (either way round)."""
+    flipped = [p for p, m in zip(pairs, mirrored, strict=True) if m]
+    uniq = list(dict.fromkeys(pid for pair in flipped for pid in pair))
+    pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
+    pdq_m = dict(zip(uniq, blobs(PDQ_MIRROR_KEY, uniq), strict=True))
+    verdicts = iter(straight)
+    out: list[tuple[str, dict] | None] = []
+    for (a, b), m in zip(pairs, mirrored, strict=True):
+        if not m:
+            out.append(next(verdicts))
+            continue
+        extra = _pdq_confirms(pdq_m[a], pdq[b], rule, rule.pdq_mirror_max)
+        extra = extra or _pdq_confirms(pdq[a], pdq_m[b], rule, rule.pdq_mirror_max)
+        out.append(("mirror", {**extra, "mirrored": True}) if extra is not None else None)
     return out

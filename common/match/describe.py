@@ -62,7 +62,7 @@ def _phash(image: Image.Image) -> int:
     return int(str(imagehash.phash(image)), 16)
 
 
-def _phash32(grey32: Image.Image) -> int:
+def _phash32(grey32: Image.Image | np.ndarray) -> int:
     """imagehash.phash of a 32x32 greyscale image, bit for bit: its own steps minus the conversion,
     the same-size resize (two copies) and the hex round trip."""
     import scipy.fftpack
@@ -104,7 +104,7 @@ def describe(
 
     In draft mode `image` is best decoded by decode_for (it then arrives near the working size);
     any image works, the signals are defined on its working copy. `query` adds the query-only views
-    (mirror, fine thumbnail: ~3 ms), which ingest never stores."""
+    (the mirror's keypoints, the fine thumbnail: ~3 ms), which ingest never stores."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     work = normalise.despeckled(working_copy(image))
     # One RGB array and one greyscale copy of the working copy, shared by every signal below.
@@ -121,8 +121,9 @@ def describe(
         }
         for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
             sigs[key] = pack64(dhash64(view))
-    pdq_views = pdq_dihedral(rgb)  # one DCT: the stored PDQ, and the mirror's for a query
+    pdq_views = pdq_dihedral(rgb)  # one DCT: the stored PDQ and its mirror's
     sigs[PDQ] = pdq_views[0]
+    sigs.update(_mirror_hashes(grey, pdq_views))
     sigs[SHA] = digest[:8]
     features = verify.extract(grey)
     sigs[ORB] = verify.pack(features)
@@ -134,7 +135,7 @@ def describe(
         assert signals.embedding_model is not None
         sigs[signals.embedding] = embedding.encoder(signals.embedding_model, signals.embedding).embed(work)
     if query:
-        sigs.update(_query_views(work, pdq_views))
+        sigs.update(_query_views(work))
     return sigs
 
 
@@ -162,15 +163,25 @@ def _phash_grey(grey: Image.Image) -> Image.Image:
     return grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP)
 
 
-def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
-    """What only a query needs (never stored): its mirror's hashes and ORB keypoints, for mirrored
-    copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
-    mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    grey = mirror.convert("L")
-    out = {
-        DHASH_MIRROR: pack64(_dhash_gap(grey)),
-        PHASH_MIRROR: pack64(_phash32(_phash_grey(grey))),
+def _mirror_hashes(grey: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
+    """The left-right mirror's scanned hashes and PDQ (stored: by-id queries and dedup find mirrored
+    uploads with them; an image query compares its own with the stored straight columns)."""
+    # The reduced copies flipped, not the working copy (within a bit of each other, half the cost);
+    # the query side runs this same code, so both sides agree exactly.
+    small = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_GAP))[:, ::-1]
+    bits = np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes()
+    return {
+        DHASH_MIRROR: bits,
+        PHASH_MIRROR: pack64(_phash32(np.asarray(_phash_grey(grey))[:, ::-1])),
         PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
+    }
+
+
+def _query_views(work: Image.Image) -> dict[str, bytes]:
+    """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
+    finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
+    mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    out = {
         ORB_MIRROR: verify.pack(verify.extract(mirror)),
         THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
     }

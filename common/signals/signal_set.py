@@ -29,12 +29,15 @@ DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDO
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100): common.signals.pdq, = pdqhash 0.2.8
 ORB = "orb256@1"  # verify.pack: 4-byte header + 36 bytes per keypoint, <= 256 keypoints
 THUMB = "thumb@1"  # verify.thumbnail: 64 px luma + 32 px chroma (~4 KB), the photometric check
-# Query-side views of the left-right mirror (never stored: a mirrored query is compared with the
-# stored columns and blobs as they are, so mirrors cost the index nothing).
+# The left-right mirror. An image query describes its own mirror and compares it with the stored
+# columns and blobs as they are. The mirror's two hashes (scan columns, 16 bytes) and its PDQ (a blob,
+# one DCT shared with the straight PDQ) are stored too, so a query by productId and the whole-inventory
+# dedup find mirrored uploads as well; its ORB keypoints are query-only (ORB is not flip-invariant,
+# and storing a second set would double the biggest blob).
 DHASH_MIRROR = "dhash64.mirror@1"  # dHash (box pre-reduced) of the mirrored working copy
 PHASH_MIRROR = "phash64.mirror@1"  # pHash of the mirrored working copy
 PDQ_MIRROR_KEY = "pdq256.mirror@1"  # PDQ of the mirrored working copy (same layout as PDQ)
-ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack)
+ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack): query-only
 THUMB_FINE = "thumb.fine@1"  # the query's thumbnail at twice thumb@1's size (verify.thumbnail)
 # A query on a non-studio backdrop (a seller's new background) also describes itself with the backdrop
 # replaced by studio white (normalise.restudioed): these views, scanned and verified as the mirror's.
@@ -60,7 +63,7 @@ PRIMARY_OF = {EXACT: DHASH, DRAFT: DHASH_WORK}
 
 def scan_signals(mode: str) -> tuple[str, ...]:
     """The scanned 64-bit columns of an index written in `mode` (the store's signal list)."""
-    return (PRIMARY_OF[mode], SHA, PHASH, DHASH_TRIM, *DHASH_CROPS, *ORB_WORDS)
+    return (PRIMARY_OF[mode], SHA, PHASH, DHASH_TRIM, *DHASH_CROPS, *ORB_WORDS, DHASH_MIRROR, PHASH_MIRROR)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class SignalSet:
 
     @property
     def blobs(self) -> tuple[str, ...]:
-        return (PDQ, ORB, THUMB, *(plugin_registry.key(p) for p in self.plugins), *self.identity)
+        plugin_blobs = (plugin_registry.key(p) for p in self.plugins)
+        return (PDQ, ORB, THUMB, PDQ_MIRROR_KEY, *plugin_blobs, *self.identity)
 
 
 # Draft decode, no plugins, no embedding: what an unconfigured process computes.

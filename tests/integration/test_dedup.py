@@ -98,3 +98,41 @@ def test_verified_dedup_groups_only_true_duplicates(base_settings, workers, inde
     }
     assert exact <= found
     assert {stage for *_, stage in out["pairs"]} <= {"exact", "pdq", "orb"}
+
+
+def test_verified_dedup_groups_a_mirrored_upload(base_settings, workers, index_redis, tmp_path):
+    # Given six inventory photos and a seller's mirrored (and re-encoded) upload of one of them
+    from PIL import Image, ImageOps
+
+    from producer import jobs
+    from producer.catalog import read_catalog
+    from tests.conftest import SAMPLES
+
+    photos = sorted((SAMPLES / "inventory").glob("*.jpg"))[:6]
+    for src in photos:
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    ImageOps.mirror(Image.open(photos[2]).convert("RGB")).save(tmp_path / "7777777.jpg", quality=85)
+    store = index_store(index_redis)
+    app = celery_app(base_settings)
+    job, sent, _ = jobs.enqueue_ingest(app, store, read_catalog(tmp_path).items, chunk=4)
+    assert jobs.wait(index_redis, job, sent, "ingest", lambda: True, progress=False, timeout=120).failed == 0
+    sess = Session(base_settings, app, index_redis, store, None)
+
+    # When the whole index is deduplicated with the balanced preset
+    out = run_dedup(sess, radius=8, n_shards=2, progress=False, timeout=60, preset="balanced")
+
+    # Then the mirrored upload and its original form a group, confirmed by the mirror, and nothing else
+    original = photos[2].stem
+    assert [[a, b, stage] for a, b, _, stage in out["pairs"]] == [[original, "7777777", "mirror"]]
+    assert out["groups"] == [[original, "7777777"]]
+    assert f"{signal_set.DEFAULT.primary}~{signal_set.DHASH_MIRROR}" in out["candidate_signals"]
+
+    # And a query by productId for either one, through the workers, names the other as mirrored
+    from common.config import tasks
+
+    for pid, other in ((original, "7777777"), ("7777777", original)):
+        kwargs = {"product_id": pid, "preset": "balanced", "details": True}
+        res = app.send_task(tasks.QUERY, kwargs=kwargs, queue=tasks.QUEUE_OF[tasks.QUERY]).get(timeout=60)
+        assert res["ok"], res
+        assert [m["product_id"] for m in res["matches"]] == [other]
+        assert res["matches"][0]["signals"].get("mirrored") is True

@@ -44,11 +44,44 @@ def _found(query: dict[str, bytes], index: Index) -> list[pipeline.Match]:
 def test_query_views_are_never_stored(catalog: tuple[dict[str, Image.Image], Index]) -> None:
     photos, index = catalog
     query = _query(photos["0000000100"])
-    extra = {signal_set.DHASH_MIRROR, signal_set.PHASH_MIRROR, signal_set.PDQ_MIRROR_KEY}
-    extra |= {signal_set.ORB_MIRROR, signal_set.THUMB_FINE}
+    extra = {signal_set.ORB_MIRROR, signal_set.THUMB_FINE}
     assert extra <= set(query)
     assert not extra & set(index.items["0000000100"])
     assert not extra & {*signal_set.DEFAULT.scan, *signal_set.DEFAULT.blobs}
+
+
+def test_mirror_hashes_are_stored_and_equal_the_query_side(
+    catalog: tuple[dict[str, Image.Image], Index],
+) -> None:
+    photos, index = catalog
+    query = _query(photos["0000000100"])
+    stored = index.items["0000000100"]
+    mirror = {signal_set.DHASH_MIRROR, signal_set.PHASH_MIRROR}
+    assert mirror <= set(signal_set.DEFAULT.scan)
+    assert signal_set.PDQ_MIRROR_KEY in signal_set.DEFAULT.blobs
+    for key in (*mirror, signal_set.PDQ_MIRROR_KEY):
+        assert stored[key] == query[key]
+
+
+@pytest.fixture(scope="module")
+def with_mirrored_upload(catalog: tuple[dict[str, Image.Image], Index]) -> Index:
+    """The catalogue plus a seller's mirrored re-upload of 0000000103, as ingest describes it."""
+    photos, index = catalog
+    data = _jpeg(ImageOps.mirror(photos["0000000103"]))
+    items = {
+        **index.items,
+        "0000000199": describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data),
+    }
+    return Index(items)
+
+
+def test_query_by_id_finds_a_mirrored_upload(with_mirrored_upload: Index) -> None:
+    index = with_mirrored_upload
+    for pid, other in (("0000000199", "0000000103"), ("0000000103", "0000000199")):
+        # What a query by productId holds: the stored signatures only, no query-side views.
+        found = pipeline.find_matches(index.items[pid], index.snap, BALANCED, exclude=pid, blobs=index.blobs)
+        assert [m.product_id for m in found] == [other]
+        assert found[0].extra.get("mirrored") is True
 
 
 def test_mirrored_copy_is_found_and_says_so(catalog: tuple[dict[str, Image.Image], Index]) -> None:
