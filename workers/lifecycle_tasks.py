@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from common.config import tasks as names
-from common.errors import BadRequest
+from common.errors import BadRequest, error_result
 from common.index.lifecycle import feedback_request, remove_request
 from workers import index_cache
 from workers.app import app
-from workers.guard import GuardedTask, error_result
+from workers.guard import GuardedTask
 
 
 @app.task(name=names.REMOVE, base=GuardedTask, bind=True)

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from common.config.settings import Settings
-from common.errors import BadRequest, NeardupError
+from common.errors import BadRequest, NeardupError, error_result, failure_result
 from common.fetch.guarded import fetch_with_retries
 from common.fetch.policy import FetchPolicy
 from common.ids import check_product_id
@@ -159,19 +159,12 @@ def run_query(
             banned = banned_for(anchors, snap.exclusions)
             matches = [m for m in matches if m.product_id not in banned]
     except NeardupError as exc:
-        return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
+        return error_result(exc)
     except (redis.RedisError, *reraise):
         raise  # infrastructure or the caller's own signals (a time limit): not the query's fault
     except Exception as exc:  # a bug or a damaged index entry: answer with an error, keep the worker
         log.exception("query failed")
-        return {
-            "ok": False,
-            "error": {
-                "stage": "query",
-                "reason": "internal_error",
-                "detail": f"{type(exc).__name__}: {exc}"[:300],
-            },
-        }
+        return failure_result("query", "internal_error", f"{type(exc).__name__}: {exc}"[:300])
     shown = req.value if req.source != "image_b64" else f"<{len(req.value) * 3 // 4} bytes>"
     out = [
         {
