@@ -25,8 +25,6 @@ from common.signals import signal_set
 from producer import jobs
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 
-SOURCES = ("product_id", "url", "image_b64", "path", "image_bytes")
-
 
 def _timeout_result(timeout: float) -> dict[str, Any]:
     # Same error shape as the workers' own, so callers handle one shape only.
