@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from common.config.redis_urls import REDIS_PY_SCHEMES
 from common.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -99,7 +100,7 @@ def _optional_str(text: str) -> str | None:
 
 def _redis_url(text: str) -> str | None:
     url = text.strip() or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url is not None and not url.startswith(REDIS_PY_SCHEMES):
         raise ValueError("must start with redis://, rediss:// or unix://")
     return url
 
