@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from common.config import values
 from common.config.settings import Settings
 from common.errors import BadRequest, NeardupError, error_result, failure_result
 from common.fetch.guarded import fetch_with_retries
@@ -73,20 +74,27 @@ def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest
         if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
             raise BadRequest("bad_type", f"{name} must be {getattr(kind, '__name__', 'a number')}")
     preset = kwargs.get("preset") or settings.preset
-    if preset not in presets.PRESETS:
-        raise BadRequest("bad_preset", f"unknown preset {preset!r}; choose one of {sorted(presets.PRESETS)}")
+    _check(values.preset, preset, "bad_preset", "preset")
     max_distance = kwargs.get("max_distance", settings.max_distance)
     min_similarity = kwargs.get("min_similarity", settings.min_similarity)
-    if max_distance is not None and not 0 <= max_distance <= 64:
-        raise BadRequest("bad_value", "max_distance must be in [0, 64]")
-    if min_similarity is not None and not 0 < min_similarity <= 100:
-        raise BadRequest("bad_value", "min_similarity must be in (0, 100]")
+    _check(values.check_distance, max_distance, "bad_value", "max_distance")
+    _check(values.check_similarity, min_similarity, "bad_value", "min_similarity")
     limit = kwargs.get("limit", 100)
     if not 1 <= limit <= 10_000:
         raise BadRequest("bad_value", "limit must be in [1, 10000]")
     rule = presets.resolve(preset, max_distance=max_distance, min_similarity=min_similarity)
     exclude = kwargs.get("exclude") or (value if source == "product_id" else None)
     return QueryRequest(source, value, rule, limit, bool(kwargs.get("details", False)), exclude)
+
+
+def _check(rule: Callable[[Any], object], value: Any, reason: str, name: str) -> None:
+    """A shared value rule (common.config.values) as this request's error; None is "not given"."""
+    if value is None:
+        return
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise BadRequest(reason, f"{name}: {exc}") from None
 
 
 def indexed_signatures(
