@@ -19,12 +19,7 @@ from common.signals import signal_set
 from producer.connection import celery_app
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port
 
 
 class BenchStack:

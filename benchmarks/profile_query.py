@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from _common import machine, table
-from _stack import free_port
+
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVSET = ROOT.parent / "shared" / "devset"
