@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import cProfile
 import io
 import os
 import platform
+import pstats
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,6 +104,36 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def per_call(fn: Callable[[object], object], items: Sequence[object], repeat: int = 3) -> float:
     """Best-of-`repeat` mean seconds per item of fn(item) over items."""
     return best_of(lambda: [fn(x) for x in items], repeat) / max(1, len(items))
+
+
+def cpu_profile(fn: Callable[[], object]) -> cProfile.Profile:
+    """fn() under cProfile, timed in CPU seconds (as the workers are measured: not the waits)."""
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    try:
+        fn()
+    finally:
+        prof.disable()
+    return prof
+
+
+def profile_rows(prof: cProfile.Profile, parts: Sequence[tuple[str, str, str]], n: int) -> list[list[object]]:
+    """[label, calls per item, cumulative CPU ms per item] of each (label, file suffix, function name)
+    in `parts` that ran, over n items; a name this version does not have is simply not listed."""
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    rows: list[list[object]] = []
+    for label, suffix, name in parts:
+        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
+        if hits:
+            calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
+            rows.append([label, calls / n, cum / n * 1e3])
+    return rows
+
+
+def mean_median(title: str, series: Sequence[tuple[str, Sequence[float]]]) -> str:
+    """A table of the mean and median ms of each named series."""
+    rows = [[label, statistics.mean(v), statistics.median(v)] for label, v in series]
+    return table([title, "mean ms", "median ms"], rows)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

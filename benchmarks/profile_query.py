@@ -12,15 +12,12 @@ query_batch task runs it (path source, the worker's index cache), first without 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
-import pstats
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, table
+from _common import cpu_profile, machine, mean_median, profile_rows, table
 
 from tests.support.processes import free_port
 
@@ -92,26 +89,14 @@ def main() -> None:
             f"blob cache {'off' if args.no_cache else 'on'}"
         )
         print(
-            table(
-                ["no profiler, per query", "mean ms", "median ms"],
-                [
-                    ["CPU", statistics.mean(cpu), statistics.median(cpu)],
-                    ["elapsed_ms (the result's own)", statistics.mean(elapsed), statistics.median(elapsed)],
-                ],
+            mean_median(
+                "no profiler, per query", [("CPU", cpu), ("elapsed_ms (the result's own)", elapsed)]
             )
         )
-        prof = cProfile.Profile(time.process_time)
-        prof.enable()
-        for q in queries:
-            run_query({"path": str(q)}, snap, store, settings, cache=cache)
-        prof.disable()
-        stats = pstats.Stats(prof).stats
-        rows = []
-        for label, suffix, name in PARTS:
-            hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
-            if hits:
-                calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
-                rows.append([label, calls / len(queries), cum / len(queries) * 1e3])
+        prof = cpu_profile(
+            lambda: [run_query({"path": str(q)}, snap, store, settings, cache=cache) for q in queries]
+        )
+        rows = profile_rows(prof, PARTS, len(queries))
         print()
         print(table(["cProfile (cumulative, CPU)", "calls/query", "ms/query"], rows))
     finally:
