@@ -10,6 +10,7 @@ import pstats
 import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -85,6 +86,50 @@ def photo_jpeg(
     buf = io.BytesIO()
     Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring labelled queries (the devset's score.py rules)
+
+
+class Tally:
+    """Running counts over labelled queries ({matches, ignore, category}): a flagged product in
+    `matches` is a true positive, one in neither list a false positive; a variant query counts as
+    flagged when it flags an `ignore` product, any other when it flags something not ignored."""
+
+    def __init__(self) -> None:
+        self.tp = self.fp = self.n_true = 0
+        self.flagged_any: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # category -> [flagged, of]
+
+    def add(self, flagged: set[str], q: dict) -> int:
+        """Count one query's flagged products; returns its true positives."""
+        truth, ignore = set(q["matches"]), set(q["ignore"])
+        hits = len(flagged & truth)
+        self.tp += hits
+        self.fp += len(flagged - truth - ignore)
+        self.n_true += len(truth)
+        cat = q["category"]
+        self.flagged_any[cat][0] += bool(flagged & ignore) if cat == "variant" else bool(flagged - ignore)
+        self.flagged_any[cat][1] += 1
+        return hits
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.n_true if self.n_true else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def rate(self, cat: str) -> float | None:
+        """Share of the queries of a category that flagged (None when there were none)."""
+        a, b = self.flagged_any[cat]
+        return a / b if b else None
 
 
 # --------------------------------------------------------------------------------------------------
