@@ -113,18 +113,11 @@ class Tally:
         self.flagged_any[cat][1] += 1
         return hits
 
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / self.n_true if self.n_true else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
+    def figures(self) -> dict[str, float]:
+        """Precision (1.0 when nothing was flagged), recall and F1."""
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        r = self.tp / self.n_true if self.n_true else 0.0
+        return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
     def rate(self, cat: str) -> float | None:
         """Share of the queries of a category that flagged (None when there were none)."""

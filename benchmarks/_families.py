@@ -51,9 +51,7 @@ def score(labels: dict, preds: dict[str, list[str]], names: list[str]) -> dict:
             fam[q["family"]][0] += hits
             fam[q["family"]][1] += len(set(q["matches"]))
     return {
-        "precision": tally.precision,
-        "recall": tally.recall,
-        "f1": tally.f1,
+        **tally.figures(),
         "recall_by_family": {f: a / b for f, (a, b) in sorted(fam.items()) if b},
         "distractor_false_match_rate": tally.rate("distractor"),
         "variant_flag_rate": tally.rate("variant"),

@@ -84,9 +84,7 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
                 per_op[op][0] += hits
                 per_op[op][1] += n_truth
     return {
-        "precision": tally.precision,
-        "recall": tally.recall,
-        "f1": tally.f1,
+        **tally.figures(),
         "true_positives": tally.tp,
         "false_positives": tally.fp,
         "recall_by_criterion": {c: f / e for c, (f, e) in sorted(per_cat.items()) if e},
