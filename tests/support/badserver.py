@@ -81,6 +81,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _close_after(self) -> None:
         self.close_connection = True
 
+    def _open_ended(self) -> None:
+        """The headers of an image body without Content-Length: it ends when the connection does."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self._close_after()
+
     # -- good and plain-bad answers
     def route_image(self) -> None:
         self.reply(200, GOOD_JPEG)
@@ -126,11 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- bodies that lie, never end, or never come
     def route_endless(self) -> None:
         """No Content-Length, bytes until the client hangs up (64 MiB at most, so a bug cannot hang CI)."""
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self._close_after()
+        self._open_ended()
         chunk = b"\xff\xd8\xff" + b"\0" * 65533
         for _ in range(1024):
             if self.server.stopping.is_set():
@@ -154,11 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def route_trickle(self) -> None:
         """One byte every 0.1 s without Content-Length: every read succeeds, the whole never ends."""
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self._close_after()
+        self._open_ended()
         for byte in GOOD_JPEG[:400]:
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
