@@ -155,6 +155,15 @@ def cpu_profile(fn: Callable[[], object]) -> cProfile.Profile:
     return prof
 
 
+# profile_rows' parts of find_matches (common.match.pipeline), as the query profiles list them.
+MATCH_PARTS = [
+    ("  find_matches", "pipeline.py", "find_matches"),
+    ("    scans", "pipeline.py", "_scan"),
+    ("    word candidates", "pipeline.py", "_word_candidates"),
+    ("    verification", "pipeline.py", "_verify"),
+]
+
+
 def profile_rows(prof: cProfile.Profile, parts: Sequence[tuple[str, str, str]], n: int) -> list[list[object]]:
     """[label, calls per item, cumulative CPU ms per item] of each (label, file suffix, function name)
     in `parts` that ran, over n items; a name this version does not have is simply not listed."""

@@ -15,7 +15,7 @@ import pstats
 import time
 
 import numpy as np
-from _common import cpu_profile, machine, mean_median, planted_hashes, profile_rows, table
+from _common import MATCH_PARTS, cpu_profile, machine, mean_median, planted_hashes, profile_rows, table
 from _stack import BenchStack
 
 PARTS = [
@@ -23,10 +23,7 @@ PARTS = [
     ("  parse_request", "querying.py", "parse_request"),
     ("  indexed_signatures", "querying.py", "indexed_signatures"),
     ("    blobs_of (Redis)", "store.py", "blobs_of"),
-    ("  find_matches", "pipeline.py", "find_matches"),
-    ("    scans", "pipeline.py", "_scan"),
-    ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
+    *MATCH_PARTS,
     ("      blobs (Redis)", "store.py", "blobs"),
     ("    ranked", "pipeline.py", "_ranked"),
     ("  snapshot sync", "index_cache.py", "snapshot"),

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_profile, machine, mean_median, profile_rows, table
+from _common import MATCH_PARTS, cpu_profile, machine, mean_median, profile_rows, table
 
 from tests.support.processes import free_port
 
@@ -32,10 +32,7 @@ PARTS = [
     ("    ORB extract", "verify.py", "extract"),
     ("    trim box", "normalise.py", "trim_box"),
     ("  fetch (read the file)", "fetch.py", "fetch_with_retries"),
-    ("  find_matches", "pipeline.py", "find_matches"),
-    ("    scans", "pipeline.py", "_scan"),
-    ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
+    *MATCH_PARTS,
     ("      blobs (cache)", "blobcache.py", "blobs"),
     ("      blobs from Redis", "store.py", "blobs"),
     ("      ORB unpack", "verify.py", "unpack"),
