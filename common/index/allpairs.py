@@ -242,8 +242,8 @@ def _unit_pairs(
 
     small = lens <= _SMALL_RUN
     if small.any():
-        for a, b in _pairs_by_offset(starts[small], lens[small]):
-            keep(a, b)
+        for first, second in _pairs_by_offset(starts[small], lens[small]):
+            keep(first, second)
     for st, ln in zip(starts[~small].tolist(), lens[~small].tolist(), strict=True):
         # A long run (clustered data): dense comparisons in chunks of bounded memory.
         seg = hs[st : st + ln]
