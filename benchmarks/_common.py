@@ -167,7 +167,8 @@ MATCH_PARTS = [
 def profile_rows(prof: cProfile.Profile, parts: Sequence[tuple[str, str, str]], n: int) -> list[list[object]]:
     """[label, calls per item, cumulative CPU ms per item] of each (label, file suffix, function name)
     in `parts` that ran, over n items; a name this version does not have is simply not listed."""
-    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    # {(file, line, name): (cc, nc, tt, ct, callers)}: pstats keeps it, typeshed does not declare it
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     rows: list[list[object]] = []
     for label, suffix, name in parts:
         hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
