@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import cProfile
 import io
 import os
 import platform
+import pstats
+import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -85,6 +89,43 @@ def photo_jpeg(
 
 
 # --------------------------------------------------------------------------------------------------
+# Scoring labelled queries (the devset's score.py rules)
+
+
+class Tally:
+    """Running counts over labelled queries ({matches, ignore, category}): a flagged product in
+    `matches` is a true positive, one in neither list a false positive; a variant query counts as
+    flagged when it flags an `ignore` product, any other when it flags something not ignored."""
+
+    def __init__(self) -> None:
+        self.tp = self.fp = self.n_true = 0
+        self.flagged_any: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # category -> [flagged, of]
+
+    def add(self, flagged: set[str], q: dict) -> int:
+        """Count one query's flagged products; returns its true positives."""
+        truth, ignore = set(q["matches"]), set(q["ignore"])
+        hits = len(flagged & truth)
+        self.tp += hits
+        self.fp += len(flagged - truth - ignore)
+        self.n_true += len(truth)
+        cat = q["category"]
+        self.flagged_any[cat][0] += bool(flagged & ignore) if cat == "variant" else bool(flagged - ignore)
+        self.flagged_any[cat][1] += 1
+        return hits
+
+    def figures(self) -> dict[str, float]:
+        """Precision (1.0 when nothing was flagged), recall and F1."""
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        r = self.tp / self.n_true if self.n_true else 0.0
+        return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+    def rate(self, cat: str) -> float | None:
+        """Share of the queries of a category that flagged (None when there were none)."""
+        a, b = self.flagged_any[cat]
+        return a / b if b else None
+
+
+# --------------------------------------------------------------------------------------------------
 # Timing and output
 
 
@@ -101,6 +142,46 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def per_call(fn: Callable[[object], object], items: Sequence[object], repeat: int = 3) -> float:
     """Best-of-`repeat` mean seconds per item of fn(item) over items."""
     return best_of(lambda: [fn(x) for x in items], repeat) / max(1, len(items))
+
+
+def cpu_profile(fn: Callable[[], object]) -> cProfile.Profile:
+    """fn() under cProfile, timed in CPU seconds (as the workers are measured: not the waits)."""
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    try:
+        fn()
+    finally:
+        prof.disable()
+    return prof
+
+
+# profile_rows' parts of find_matches (common.match.pipeline), as the query profiles list them.
+MATCH_PARTS = [
+    ("  find_matches", "pipeline.py", "find_matches"),
+    ("    scans", "pipeline.py", "_scan"),
+    ("    word candidates", "pipeline.py", "_word_candidates"),
+    ("    verification", "pipeline.py", "_verify"),
+]
+
+
+def profile_rows(prof: cProfile.Profile, parts: Sequence[tuple[str, str, str]], n: int) -> list[list[object]]:
+    """[label, calls per item, cumulative CPU ms per item] of each (label, file suffix, function name)
+    in `parts` that ran, over n items; a name this version does not have is simply not listed."""
+    # {(file, line, name): (cc, nc, tt, ct, callers)}: pstats keeps it, typeshed does not declare it
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows: list[list[object]] = []
+    for label, suffix, name in parts:
+        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
+        if hits:
+            calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
+            rows.append([label, calls / n, cum / n * 1e3])
+    return rows
+
+
+def mean_median(title: str, series: Sequence[tuple[str, Sequence[float]]]) -> str:
+    """A table of the mean and median ms of each named series."""
+    rows = [[label, statistics.mean(v), statistics.median(v)] for label, v in series]
+    return table([title, "mean ms", "median ms"], rows)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _common import Tally
 
 from common.match import describe, pipeline, presets
 from common.signals import signal_set
@@ -41,38 +42,19 @@ def _bits(blobs: list[bytes]) -> np.ndarray:
 def score(labels: dict, preds: dict[str, list[str]], names: list[str]) -> dict:
     """Precision, recall, per-family recall, distractor false-match and variant flag rates over `names`."""
     inventory = set(labels["inventory"])
-    tp = fp = n_true = 0
+    tally = Tally()
     fam: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    flagged_any: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name in names:
         q = labels["queries"][name]
-        flagged = set(preds.get(name, ())) & inventory
-        truth, ignore = set(q["matches"]), set(q["ignore"])
-        hits = len(flagged & truth)
-        tp += hits
-        fp += len(flagged - truth - ignore)
-        n_true += len(truth)
-        if truth:
+        hits = tally.add(set(preds.get(name, ())) & inventory, q)
+        if q["matches"]:
             fam[q["family"]][0] += hits
-            fam[q["family"]][1] += len(truth)
-        cat = q["category"]
-        if cat in ("variant", "distractor"):
-            flagged_any[cat][0] += bool(flagged & ignore) if cat == "variant" else bool(flagged - ignore)
-            flagged_any[cat][1] += 1
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / n_true if n_true else 0.0
-
-    def rate(cat: str) -> float | None:
-        a, b = flagged_any[cat]
-        return a / b if b else None
-
+            fam[q["family"]][1] += len(set(q["matches"]))
     return {
-        "precision": p,
-        "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        **tally.figures(),
         "recall_by_family": {f: a / b for f, (a, b) in sorted(fam.items()) if b},
-        "distractor_false_match_rate": rate("distractor"),
-        "variant_flag_rate": rate("variant"),
+        "distractor_false_match_rate": tally.rate("distractor"),
+        "variant_flag_rate": tally.rate("variant"),
         "queries": len(names),
     }
 

@@ -13,18 +13,14 @@ import numpy as np
 import redis
 
 from common.config.settings import Settings
+from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
 from common.match import describe, pipeline
 from common.signals import signal_set
 from producer.connection import celery_app
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port
 
 
 class BenchStack:
@@ -106,3 +102,17 @@ class BenchStack:
     def __exit__(self, *exc: object) -> None:
         self.stop_workers()
         self.redis.stop()
+
+
+def timed_load(stack: BenchStack, repeat: int = 3) -> tuple[Snapshot, float]:
+    """What a fresh query worker does: one consistent bulk read, then numpy arrays. The snapshot and
+    the best of `repeat` loads, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        bulk = stack.store.bulk()
+        snap = Snapshot(signal_set.from_env().scan)
+        arrays = {k: np.frombuffer(v, ">u8").astype(np.uint64) for k, v in bulk.columns.items()}
+        snap.load_arrays(bulk.ids, arrays, bulk.version)
+        best = min(best, time.perf_counter() - t0)
+    return snap, best

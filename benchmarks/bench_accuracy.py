@@ -40,6 +40,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import Tally  # noqa: E402
+
 from common.index import orb_words  # noqa: E402
 from common.index.snapshot import Snapshot  # noqa: E402
 from common.match import describe, pipeline, presets  # noqa: E402
@@ -69,43 +71,26 @@ def score_predictions(labels: dict, preds: dict[str, list[str]], scorer: Callabl
     if scorer is not None:
         return scorer(labels, preds)
     inventory = set(labels["inventory"])
-    tp = fp = n_true = 0
+    tally = Tally()
     per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    flagged_any: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name, q in labels["queries"].items():
-        flagged = set(preds.get(name, ())) & inventory
-        truth, ignore = set(q["matches"]), set(q["ignore"])
-        hits = len(flagged & truth)
-        tp += hits
-        fp += len(flagged - truth - ignore)
-        n_true += len(truth)
-        cat = q["category"]
+        hits = tally.add(set(preds.get(name, ())) & inventory, q)
+        n_truth, cat = len(set(q["matches"])), q["category"]
         per_cat[cat][0] += hits
-        per_cat[cat][1] += len(truth)
-        flagged_any[cat][0] += bool(flagged - ignore) if cat != "variant" else bool(flagged & ignore)
-        flagged_any[cat][1] += 1
+        per_cat[cat][1] += n_truth
         if cat in ("2", "4"):
             for op in {part.split()[0] for part in q["transform"].split("; ")}:
                 per_op[op][0] += hits
-                per_op[op][1] += len(truth)
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-
-    def rate(cat: str) -> float | None:
-        return flagged_any[cat][0] / flagged_any[cat][1] if flagged_any[cat][1] else None
-
+                per_op[op][1] += n_truth
     return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "true_positives": tp,
-        "false_positives": fp,
+        **tally.figures(),
+        "true_positives": tally.tp,
+        "false_positives": tally.fp,
         "recall_by_criterion": {c: f / e for c, (f, e) in sorted(per_cat.items()) if e},
         "recall_by_edit": {op: f / e for op, (f, e) in sorted(per_op.items()) if e},
-        "distractor_false_match_rate": rate("distractor"),
-        "variant_flag_rate": rate("variant"),
+        "distractor_false_match_rate": tally.rate("distractor"),
+        "variant_flag_rate": tally.rate("variant"),
     }
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, planted_hashes, random_hashes, table
-from _stack import BenchStack
+from _stack import BenchStack, timed_load
 
 from common.index import keys, orb_words
-from common.index.snapshot import Snapshot
 from common.match import pipeline, presets
 from common.signals import signal_set
 from common.signals.signatures import pack64
@@ -44,14 +43,7 @@ def redis_mb(stack: BenchStack) -> tuple[float, float]:
 def load_seconds(stack: BenchStack, repeat: int = 3) -> tuple[float, float]:
     """(bulk read + numpy columns, best of `repeat`; the same plus what a worker warms after a load:
     the dHash scan tables and the ORB word index), as workers.index_cache does it."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        bulk = stack.store.bulk()
-        snap = Snapshot(signal_set.from_env().scan)
-        arrays = {k: np.frombuffer(v, ">u8").astype(np.uint64) for k, v in bulk.columns.items()}
-        snap.load_arrays(bulk.ids, arrays, bulk.version)
-        best = min(best, time.perf_counter() - t0)
+    snap, best = timed_load(stack, repeat)
     t0 = time.perf_counter()
     blank = {key: pack64(0) for key in signal_set.from_env().scan}
     pipeline.find_matches(blank, snap, presets.resolve("balanced"))

@@ -16,28 +16,13 @@ import time
 
 import numpy as np
 from _common import machine, parse_sizes, planted_hashes, table
-from _stack import BenchStack
+from _stack import BenchStack, timed_load
 
 from common.config import tasks
-from common.index.snapshot import Snapshot
-from common.signals import signal_set
 from producer import jobs
 
 HEADERS = ["N", "preset", "fill s", "index load s", "p50 ms", "p99 ms", "in-worker ms", "batch q/s",
            "orig loop ms", "p50 vs loop ×"]  # fmt: skip
-
-
-def index_load_seconds(stack: BenchStack, repeat: int = 3) -> float:
-    """What a fresh query worker does: one consistent bulk read, then numpy arrays (best of repeat)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        bulk = stack.store.bulk()
-        snap = Snapshot(signal_set.from_env().scan)
-        arrays = {k: np.frombuffer(v, ">u8").astype(np.uint64) for k, v in bulk.columns.items()}
-        snap.load_arrays(bulk.ids, arrays, bulk.version)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def original_loop_seconds(hashes: np.ndarray, query: int, sample: int = 50_000) -> float:
@@ -72,7 +57,7 @@ def main() -> None:
             t0 = time.perf_counter()
             stack.fill_synthetic(hashes)
             fill = time.perf_counter() - t0
-            load = index_load_seconds(stack)
+            _, load = timed_load(stack)
             stack.start_workers(("query",), args.workers)
             loop = original_loop_seconds(hashes, int(hashes[0]))
             for preset in args.presets.split(","):

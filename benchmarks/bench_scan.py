@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ from _common import (
 
 from common.index import hamming
 from common.index.snapshot import Snapshot
+from tests.support.processes import free_port
 
 KEY = "dhash64@1"
 
@@ -154,12 +154,6 @@ def bench_radius(kind, n, hashes, snap, faiss_flat, radius, rng, n_queries, batc
         worker_b=(mem["columns"] + mem["tables"]) / n,
         mh_b=mh_bytes,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_memory(n: int) -> dict[str, float] | None:

@@ -10,14 +10,12 @@ them, then under cProfile (cumulative CPU ms per query by part).
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
 import pstats
-import statistics
 import time
 
 import numpy as np
-from _common import machine, planted_hashes, table
+from _common import MATCH_PARTS, cpu_profile, machine, mean_median, planted_hashes, profile_rows, table
 from _stack import BenchStack
 
 PARTS = [
@@ -25,10 +23,7 @@ PARTS = [
     ("  parse_request", "querying.py", "parse_request"),
     ("  indexed_signatures", "querying.py", "indexed_signatures"),
     ("    blobs_of (Redis)", "store.py", "blobs_of"),
-    ("  find_matches", "pipeline.py", "find_matches"),
-    ("    scans", "pipeline.py", "_scan"),
-    ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
+    *MATCH_PARTS,
     ("      blobs (Redis)", "store.py", "blobs"),
     ("    ranked", "pipeline.py", "_ranked"),
     ("  snapshot sync", "index_cache.py", "snapshot"),
@@ -64,27 +59,14 @@ def main() -> None:
             inside.append(res["elapsed_ms"])
         print(machine())
         print(f"# {args.size:,} indexed (fill {fill:.0f} s, first 20 queries incl. index load {warm:.1f} s)")
-        print(
-            table(
-                ["no profiler, per query", "mean ms", "median ms"],
-                [
-                    ["CPU", statistics.mean(cpu), statistics.median(cpu)],
-                    ["elapsed_ms", statistics.mean(inside), statistics.median(inside)],
-                ],
-            )
+        print(mean_median("no profiler, per query", [("CPU", cpu), ("elapsed_ms", inside)]))
+        prof = cpu_profile(
+            lambda: [
+                run_query({"product_id": pid, "preset": args.preset}, index_cache.snapshot, store, settings)
+                for pid in pids
+            ]
         )
-        prof = cProfile.Profile(time.process_time)
-        prof.enable()
-        for pid in pids:
-            run_query({"product_id": pid, "preset": args.preset}, index_cache.snapshot, store, settings)
-        prof.disable()
-        stats = pstats.Stats(prof).stats
-        rows = []
-        for label, suffix, name in PARTS:
-            hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
-            if hits:
-                calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
-                rows.append([label, calls / len(pids), cum / len(pids) * 1e3])
+        rows = profile_rows(prof, PARTS, len(pids))
         print(table(["cProfile (cumulative, CPU)", "calls/query", "ms/query"], rows))
         pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 

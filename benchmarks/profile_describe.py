@@ -11,12 +11,10 @@ includes what it calls, so lines overlap; the profiler adds a little to each cal
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 import time
 
 import numpy as np
-from _common import machine, photo_jpeg, table
+from _common import cpu_profile, machine, photo_jpeg, profile_rows, table
 
 from common.match import describe
 from common.signals import signal_set
@@ -91,18 +89,8 @@ def main() -> None:
         )
     )
     print()
-    prof = cProfile.Profile(time.process_time)  # CPU, like the worker measurement
-    prof.enable()
-    for data in files:
-        describe.describe_bytes(data, limit, signal_set.from_env())
-    prof.disable()
-    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
-    rows = []
-    for label, suffix, name in PARTS:
-        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
-        if hits:
-            calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
-            rows.append([label, calls / len(files), cum / len(files) * 1000])
+    prof = cpu_profile(lambda: [describe.describe_bytes(d, limit, signal_set.from_env()) for d in files])
+    rows = profile_rows(prof, PARTS, len(files))
     print(table(["cProfile (cumulative)", "calls/image", "ms/image"], rows))
 
 

@@ -12,16 +12,14 @@ query_batch task runs it (path source, the worker's index cache), first without 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
-import pstats
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, table
-from _stack import free_port
+from _common import MATCH_PARTS, cpu_profile, machine, mean_median, profile_rows, table
+
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVSET = ROOT.parent / "shared" / "devset"
@@ -34,10 +32,7 @@ PARTS = [
     ("    ORB extract", "verify.py", "extract"),
     ("    trim box", "normalise.py", "trim_box"),
     ("  fetch (read the file)", "fetch.py", "fetch_with_retries"),
-    ("  find_matches", "pipeline.py", "find_matches"),
-    ("    scans", "pipeline.py", "_scan"),
-    ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
+    *MATCH_PARTS,
     ("      blobs (cache)", "blobcache.py", "blobs"),
     ("      blobs from Redis", "store.py", "blobs"),
     ("      ORB unpack", "verify.py", "unpack"),
@@ -91,26 +86,14 @@ def main() -> None:
             f"blob cache {'off' if args.no_cache else 'on'}"
         )
         print(
-            table(
-                ["no profiler, per query", "mean ms", "median ms"],
-                [
-                    ["CPU", statistics.mean(cpu), statistics.median(cpu)],
-                    ["elapsed_ms (the result's own)", statistics.mean(elapsed), statistics.median(elapsed)],
-                ],
+            mean_median(
+                "no profiler, per query", [("CPU", cpu), ("elapsed_ms (the result's own)", elapsed)]
             )
         )
-        prof = cProfile.Profile(time.process_time)
-        prof.enable()
-        for q in queries:
-            run_query({"path": str(q)}, snap, store, settings, cache=cache)
-        prof.disable()
-        stats = pstats.Stats(prof).stats
-        rows = []
-        for label, suffix, name in PARTS:
-            hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
-            if hits:
-                calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)
-                rows.append([label, calls / len(queries), cum / len(queries) * 1e3])
+        prof = cpu_profile(
+            lambda: [run_query({"path": str(q)}, snap, store, settings, cache=cache) for q in queries]
+        )
+        rows = profile_rows(prof, PARTS, len(queries))
         print()
         print(table(["cProfile (cumulative, CPU)", "calls/query", "ms/query"], rows))
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NeardupError(Exception):
     """Base error: `reason` is a short stable code (e.g. "http_404"), `permanent` says retrying is useless."""
@@ -29,3 +31,12 @@ class BadRequest(NeardupError):
 
 class ConfigError(NeardupError):
     stage = "config"
+
+
+def failure_result(stage: str, reason: str, detail: str) -> dict[str, Any]:
+    """The one shape of a failed task or query answer, wherever it is built (worker, library, client)."""
+    return {"ok": False, "error": {"stage": stage, "reason": reason, "detail": detail}}
+
+
+def error_result(exc: NeardupError) -> dict[str, Any]:
+    return failure_result(exc.stage, exc.reason, str(exc))

@@ -21,16 +21,10 @@ from common.match import calibration
 from common.match.calibration import Labelled, Point
 from common.signals import signal_set
 from producer import jobs
+from producer.commands.console import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, say
 from producer.session import open_session
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 GRID = (0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
-
-
-def say(*parts: object) -> None:
-    from producer.cli import say as cli_say
-
-    cli_say(*parts)
 
 
 def add_parser(sub: argparse._SubParsersAction, common_job_args: Callable) -> None:
@@ -207,7 +201,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
                 f"{args.target_precision} with {args.min_matches} or more true ones: the embedding stage "
                 "stays off (nothing written)"
             )
-            return EXIT_REJECTED
+            return EXIT_FAILURES
         if checked is not None:
             say("held out:" + _row(f"{chosen.threshold:.4f}", checked)[10:])
             if checked.emb_precision < args.target_precision:
@@ -215,7 +209,7 @@ def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
                     f"calibrate: threshold {chosen.threshold:.4f} reaches {checked.emb_precision:.3f} on the "
                     "held-out queries, under the target: the embedding stage stays off (nothing written)"
                 )
-                return EXIT_REJECTED
+                return EXIT_FAILURES
         record = {
             "signal": signal,
             "threshold": chosen.threshold,

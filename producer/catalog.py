@@ -15,7 +15,8 @@ from pathlib import Path
 from common.errors import BadRequest
 from common.ids import check_product_id
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+# Ordered: where only a stem is known (the report looking up a product's image), the first file wins.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 MAX_EXAMPLES = 5
 
 

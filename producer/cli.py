@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+from common.config import values
 from common.config.settings import Settings
 from common.errors import ConfigError, NeardupError
 from producer import lifecycle, stop_signals
@@ -30,23 +32,26 @@ from producer.datadir_lock import DataDirBusy
 
 # -- argument parsing ---------------------------------------------------------------------------
 
-
-def _preset(text: str) -> str:
-    from common.match.presets import PRESETS
-
-    if text not in PRESETS:
-        raise argparse.ArgumentTypeError(
-            f"unknown preset {text!r}; choose one of {', '.join(sorted(PRESETS))}"
-        )
-    return text
+T = TypeVar("T")
 
 
-def _distance(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError("a Hamming distance of 64 bits: 0 to 64")
-    return value
+def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A shared value rule (common.config.values) as an option type: argparse shows the rule's own
+    words only when they come as an ArgumentTypeError."""
 
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
+
+
+_preset = _option(values.preset)
+_distance = _option(values.distance)
+_positive = _option(values.positive_int)
+_seconds = _option(values.positive_float)
 
 THUMB_SIZES = "16 to 1024"
 
@@ -55,22 +60,6 @@ def _thumb_size(text: str) -> int:
     value = int(text)
     if not 16 <= value <= 1024:
         raise argparse.ArgumentTypeError(f"thumbnail size in pixels: {THUMB_SIZES}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    import math
-
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("seconds: a finite number > 0")
     return value
 
 

@@ -19,20 +19,16 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from common.config import tasks
 from common.config.settings import Settings
+from common.errors import failure_result
 from common.index import feedback
 from common.signals import signal_set
 from producer import jobs
 from producer.connection import broker_redis, celery_app, index_store, redis_client
 
-SOURCES = ("product_id", "url", "image_b64", "path", "image_bytes")
-
 
 def _timeout_result(timeout: float) -> dict[str, Any]:
     # Same error shape as the workers' own, so callers handle one shape only.
-    return {
-        "ok": False,
-        "error": {"stage": "client", "reason": "timeout", "detail": f"no answer within {timeout} s"},
-    }
+    return failure_result("client", "timeout", f"no answer within {timeout} s")
 
 
 def _message(spec: Mapping[str, Any], preset: str | None) -> dict[str, Any]:

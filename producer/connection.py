@@ -6,6 +6,7 @@ import redis
 from celery import Celery
 
 from common.config.celery_conf import celery_conf
+from common.config.redis_urls import REDIS_PY_SCHEMES, for_redis_py
 from common.config.settings import Settings
 from common.index.store import IndexStore
 from common.signals import signal_set
@@ -63,9 +64,8 @@ def broker_redis(settings: Settings, timeout: float = 5.0) -> redis.Redis | None
     from common.config.celery_conf import broker_and_backend
 
     broker, _ = broker_and_backend(settings)
-    if broker.startswith("redis+socket://"):
-        broker = "unix://" + broker[len("redis+socket://") :].replace("virtual_host=", "db=")
-    if not broker.startswith(("redis://", "rediss://", "unix://")):
+    broker = for_redis_py(broker)
+    if not broker.startswith(REDIS_PY_SCHEMES):
         return None
     _ping(broker, timeout, "the broker")
     return redis.Redis.from_url(broker, socket_connect_timeout=timeout, socket_timeout=30)

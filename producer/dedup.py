@@ -20,8 +20,6 @@ from common.signals.signatures import unpack64
 from producer import jobs
 from producer.session import Session
 
-DEDUP_RADIUS = presets.FIXED.dedup_radius  # the name producer.commands.dedup imports; the value: presets
-
 
 def run_dedup(
     sess: Session,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from common.config.settings import Settings
@@ -15,14 +14,10 @@ from common.index import feedback
 from common.index.lifecycle import MAX_REMOVE, absent_from_catalog, feedback_request, remove_products
 from common.index.store import IndexStore
 from producer.catalog import CatalogReport
+from producer.commands.console import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, say
 from producer.session import Session, open_session
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 _USAGE_REASONS = {"bad_product_id", "same_product", "bad_type", "bad_verdict", "unknown_field"}
-
-
-def say(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 # -- remove -----------------------------------------------------------------------------------------

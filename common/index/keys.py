@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 PREFIX = "neardup:"
 
 # Index: one hash per signal (productId -> packed bytes), written together with the version counter
@@ -44,21 +46,17 @@ def attempts(task_id: str) -> str:
     return f"{PREFIX}attempts:{task_id}"
 
 
-def job_done(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:done"
+def _of_job(part: str) -> Callable[[str], str]:
+    """The keys of one job: neardup:job:<job id>:<part>."""
+    return lambda job_id: f"{PREFIX}job:{job_id}:{part}"
 
 
-def job_failed(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:failed"
-
-
-def job_meta(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:meta"
-
-
-def job_results(job_id: str) -> str:
-    """Hash of query key -> JSON result, gathered by the producer."""
-    return f"{PREFIX}job:{job_id}:results"
+job_done = _of_job("done")  # set of item keys finished
+job_failed = _of_job("failed")  # set of item keys failed
+job_meta = _of_job("meta")
+job_results = _of_job("results")  # hash of query key -> JSON result, gathered by the producer
+# Set when the command that sent a job was interrupted: workers drop the job's queued tasks.
+job_cancelled = _of_job("cancelled")
 
 
 def dedup_pairs(job_id: str) -> str:
@@ -68,8 +66,3 @@ def dedup_pairs(job_id: str) -> str:
 def worker_ready(hostname: str) -> str:
     """Set by a worker the producer started once it consumes (workers.boot): its readiness signal."""
     return f"{PREFIX}worker:{hostname}:ready"
-
-
-def job_cancelled(job_id: str) -> str:
-    """Set when the command that sent a job was interrupted: workers drop the job's queued tasks."""
-    return f"{PREFIX}job:{job_id}:cancelled"

@@ -7,17 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from common.errors import BadRequest
+from common.errors import BadRequest, error_result
 from common.ids import check_product_id
 from common.index import feedback, keys
 from common.index.store import IndexStore
 
 MAX_REMOVE = 10_000  # ids per request: one Lua call (~35 commands an id), so Redis pauses stay short
 MAX_LISTED = 100  # ids listed by name in a result (the counts are always complete)
-
-
-def _error(exc: BadRequest) -> dict[str, Any]:
-    return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
 
 
 def _check_fields(kwargs: Mapping[str, Any], allowed: set[str]) -> None:
@@ -38,7 +34,7 @@ def remove_request(kwargs: Mapping[str, Any], store: IndexStore) -> dict[str, An
         if len(ids) > MAX_REMOVE:
             raise BadRequest("too_large", f"at most {MAX_REMOVE} product ids per request, got {len(ids)}")
     except BadRequest as exc:
-        return _error(exc)
+        return error_result(exc)
     return remove_products(ids, store)
 
 
@@ -88,7 +84,7 @@ def feedback_request(kwargs: Mapping[str, Any], store: IndexStore) -> dict[str, 
                 raise BadRequest("not_indexed", f"not in the index: {', '.join(missing)}")
         previous, version = feedback.record(store.r, pair, verdict)
     except BadRequest as exc:
-        return _error(exc)
+        return error_result(exc)
     return {
         "ok": True,
         "pair": list(pair),

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from common.match import verify
-from common.match.presets import Rule
+from common.match.presets import FIXED, Rule
 from common.signals.signal_set import (
     ORB,
     ORB_BACKDROP,
@@ -31,7 +31,7 @@ from common.signals.signal_set import (
 log = logging.getLogger(__name__)
 
 Blobs = Callable[[str, list[str]], list[bytes | None]]
-_LOW_QUALITY = 50  # PDQ's own quality score; below it (flat images) PDQ agreement is not evidence
+_LOW_QUALITY = FIXED.pdq_min_quality  # below it (flat images) PDQ agreement is not evidence
 
 
 def _pdq_distance(a: bytes, b: bytes) -> int:

@@ -74,9 +74,7 @@ def _phash32(grey32: Image.Image | np.ndarray) -> int:
 
 def _dhash_gap(grey: Image.Image) -> int:
     """dhash64 with a box pre-reduction (draft mode): within a few bits of dhash64, 10x cheaper."""
-    small = grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_GAP)
-    pixels = np.asarray(small)
-    return int.from_bytes(np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes(), "big")
+    return dhash64(grey, reducing_gap=_GAP)
 
 
 def working_copy(image: Image.Image) -> Image.Image:

@@ -28,7 +28,7 @@ from common.index import embeddings, hamming, orb_words
 from common.index.snapshot import Snapshot
 from common.match import verify
 from common.match.confirm import Blobs, verify_candidates
-from common.match.presets import Rule
+from common.match.presets import FIXED, Rule
 from common.signals import embedding
 from common.signals.signal_set import (
     DHASH_BACKDROP,
@@ -122,10 +122,10 @@ def find_matches(
 
     if blobs is None:
         # No blob store (library use without Redis): only two agreeing scans are trusted.
-        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), 6)
+        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), FIXED.unverified_radius)
         ph_of = dict(zip(ph_rows.tolist(), ph_dist.tolist(), strict=True))
         for r in order:
-            if dh_all[r] <= 6 and r in ph_of:
+            if dh_all[r] <= FIXED.unverified_radius and r in ph_of:
                 accepted[r] = ("dhash+phash", {"phash": ph_of[r]})
         return _ranked(snap, accepted, _distances_of(accepted, dh_all), exclude)
 

@@ -162,8 +162,8 @@ class Thresholds:
     max_df_share: float = 0.05
     min_skip: int = 64
 
-    # --- Verification tiers (to be read by common.match.confirm, now its _LOW_QUALITY, and by
-    # common.match.pipeline, now the literal 6 of the no-blob-store fallback) -------------------------
+    # --- Verification tiers (read by common.match.confirm, and by common.match.pipeline's
+    # no-blob-store fallback) ------------------------------------------------------------------------
     pdq_min_quality: int = 50  # PDQ's own quality score; below it (flat images) PDQ agreement is not evidence
     unverified_radius: int = 6  # no blob store (library use without Redis): dHash and pHash both within it
 

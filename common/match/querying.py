@@ -12,8 +12,9 @@ from typing import Any
 
 import redis
 
+from common.config import values
 from common.config.settings import Settings
-from common.errors import BadRequest, NeardupError
+from common.errors import BadRequest, NeardupError, error_result, failure_result
 from common.fetch.guarded import fetch_with_retries
 from common.fetch.policy import FetchPolicy
 from common.ids import check_product_id
@@ -73,20 +74,27 @@ def parse_request(kwargs: Mapping[str, Any], settings: Settings) -> QueryRequest
         if v is not None and (not isinstance(v, kind) or (kind is int and isinstance(v, bool))):
             raise BadRequest("bad_type", f"{name} must be {getattr(kind, '__name__', 'a number')}")
     preset = kwargs.get("preset") or settings.preset
-    if preset not in presets.PRESETS:
-        raise BadRequest("bad_preset", f"unknown preset {preset!r}; choose one of {sorted(presets.PRESETS)}")
+    _check(values.preset, preset, "bad_preset", "preset")
     max_distance = kwargs.get("max_distance", settings.max_distance)
     min_similarity = kwargs.get("min_similarity", settings.min_similarity)
-    if max_distance is not None and not 0 <= max_distance <= 64:
-        raise BadRequest("bad_value", "max_distance must be in [0, 64]")
-    if min_similarity is not None and not 0 < min_similarity <= 100:
-        raise BadRequest("bad_value", "min_similarity must be in (0, 100]")
+    _check(values.check_distance, max_distance, "bad_value", "max_distance")
+    _check(values.check_similarity, min_similarity, "bad_value", "min_similarity")
     limit = kwargs.get("limit", 100)
     if not 1 <= limit <= 10_000:
         raise BadRequest("bad_value", "limit must be in [1, 10000]")
     rule = presets.resolve(preset, max_distance=max_distance, min_similarity=min_similarity)
     exclude = kwargs.get("exclude") or (value if source == "product_id" else None)
     return QueryRequest(source, value, rule, limit, bool(kwargs.get("details", False)), exclude)
+
+
+def _check(rule: Callable[[Any], object], value: Any, reason: str, name: str) -> None:
+    """A shared value rule (common.config.values) as this request's error; None is "not given"."""
+    if value is None:
+        return
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise BadRequest(reason, f"{name}: {exc}") from None
 
 
 def indexed_signatures(
@@ -159,19 +167,12 @@ def run_query(
             banned = banned_for(anchors, snap.exclusions)
             matches = [m for m in matches if m.product_id not in banned]
     except NeardupError as exc:
-        return {"ok": False, "error": {"stage": exc.stage, "reason": exc.reason, "detail": str(exc)}}
+        return error_result(exc)
     except (redis.RedisError, *reraise):
         raise  # infrastructure or the caller's own signals (a time limit): not the query's fault
     except Exception as exc:  # a bug or a damaged index entry: answer with an error, keep the worker
         log.exception("query failed")
-        return {
-            "ok": False,
-            "error": {
-                "stage": "query",
-                "reason": "internal_error",
-                "detail": f"{type(exc).__name__}: {exc}"[:300],
-            },
-        }
+        return failure_result("query", "internal_error", f"{type(exc).__name__}: {exc}"[:300])
     shown = req.value if req.source != "image_b64" else f"<{len(req.value) * 3 // 4} bytes>"
     out = [
         {

@@ -68,7 +68,15 @@ def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
     left, right = depth(a.transpose(1, 0, 2)), depth(a.transpose(1, 0, 2)[::-1])
     if top + bottom >= h - 8 or left + right >= w - 8:
         return (0, 0, fw, fh)  # (almost) blank image: nothing sensible to trim to
-    # Back to full resolution, rounding inwards by at most one reduced pixel.
+    return full_box((left, top, right, bottom), (w, h), (fw, fh), scale)
+
+
+def full_box(
+    margins: tuple[int, int, int, int], small: tuple[int, int], full: tuple[int, int], scale: float
+) -> tuple[int, int, int, int]:
+    """Border depths (left, top, right, bottom) found on a copy of size `small` = `full` * scale, as
+    a box at full resolution, rounding inwards by at most one reduced pixel (never empty)."""
+    (left, top, right, bottom), (w, h), (fw, fh) = margins, small, full
     box = (
         int(np.ceil(left / scale)),
         int(np.ceil(top / scale)),

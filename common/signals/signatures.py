@@ -12,10 +12,11 @@ from PIL import Image
 DHASH = "dhash64@1"  # imagehash.dhash(image, 8) exactly: LANCZOS to 9x8 greyscale, left<right bits
 
 
-def dhash64(image: Image.Image) -> int:
-    """64-bit dHash, bit for bit what imagehash.dhash(image) gives, as an int (first bit = MSB)."""
+def dhash64(image: Image.Image, reducing_gap: float | None = None) -> int:
+    """64-bit dHash, bit for bit what imagehash.dhash(image) gives, as an int (first bit = MSB).
+    With `reducing_gap` (Pillow's box pre-reduction) it is within a few bits of that, much cheaper."""
     grey = image if image.mode == "L" else image.convert("L")
-    small = grey.resize((9, 8), Image.Resampling.LANCZOS)
+    small = grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     pixels = np.asarray(small)
     bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

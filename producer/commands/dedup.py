@@ -13,14 +13,14 @@ from producer.session import open_session
 
 def cmd_dedup(settings: Settings, args: argparse.Namespace) -> int:
     from common.match import presets
-    from producer.dedup import DEDUP_RADIUS, run_dedup
+    from producer.dedup import run_dedup
 
     check_output(args.output)
     preset = args.preset or settings.preset
     rule = presets.resolve(preset, args.max_distance, settings.min_similarity)
     explicit = args.max_distance is not None or settings.min_similarity is not None
     # The verified presets' dHash radius only bounds query candidates; dedup pairs need a tighter one.
-    radius = rule.max_distance if explicit or not rule.verified else DEDUP_RADIUS
+    radius = rule.max_distance if explicit or not rule.verified else presets.FIXED.dedup_radius
     with open_session(settings) as sess:
         shards = args.shards or max(1, 2 * (sess.settings.workers))
         result = run_dedup(

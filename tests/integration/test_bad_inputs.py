@@ -26,20 +26,9 @@ from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-from tests.badserver import (
-    BadServer,
-    encode,
-    gif_bomb,
-    jpeg,
-    photo_like,
-    png_bomb,
-    pool_pids,
-    running_server,
-    start_worker,
-    unusual_images,
-    wait_until,
-)
-from tests.conftest import free_port
+from tests.support.badserver import BadServer, running_server
+from tests.support.images import encode, gif_bomb, jpeg, photo_like, png_bomb, unusual_images
+from tests.support.processes import free_port, pool_pids, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 

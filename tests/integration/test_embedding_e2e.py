@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from producer.catalog import read_catalog
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-from tests.conftest import ROOT, SAMPLES, free_port, wait_for
+from tests.conftest import ROOT, SAMPLES
+from tests.support.processes import free_port, start_worker
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -70,23 +70,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ingest_chunk=8,
         task_time_limit=120,
     )
-    worker = WorkerProcess(settings, ("ingest", "query"), 2, base / "worker.log").start()
     app = celery_app(settings)
-    name = worker.name.replace("%h", socket.gethostname())
     signal = embedding.signal_for(model)
     r = redis.Redis.from_url(server.url)
     # The producer side of this test process has no model configured: its store names the signal.
     store = IndexStore(r, signal_set.DEFAULT.scan, (*signal_set.DEFAULT.blobs, signal), (signal,))
     try:
-        wait_for(
-            lambda: not worker.alive() or any(name in x for x in app.control.ping(timeout=0.5) or []),
-            timeout=60,
-            what="the worker with the embedding model",
-        )
-        assert worker.alive(), (base / "worker.log").read_text()[-2000:]
-        yield Stack(settings, r, store, app, model, other, files, worker)
+        worker = start_worker(settings, base / "worker.log")  # stopped by start_worker if it never answers
+        try:
+            yield Stack(settings, r, store, app, model, other, files, worker)
+        finally:
+            worker.stop()
     finally:
-        worker.stop()
         r.close()
         server.stop()
 

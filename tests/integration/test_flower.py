@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def flower(base_settings, workers, tmp_path_factory) -> Iterator[str]:
             return False
 
     try:
-        wait_for(up, timeout=30, what="Flower to listen")
+        wait_until(up, timeout=30, what="Flower to listen")
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -80,7 +81,7 @@ def test_workers_and_both_queues_are_visible(flower: str, workers) -> None:
         body = requests.get(f"{flower}/api/workers?refresh=1", auth=AUTH, timeout=10).json()
         return body.get(name) if body.get(name, {}).get("active_queues") else None
 
-    info = wait_for(listed, timeout=30, interval=0.5, what="Flower to list the session worker")
+    info = wait_until(listed, timeout=30, interval=0.5, what="Flower to list the session worker")
     assert {q["name"] for q in info["active_queues"]} == {"ingest", "query"}
     assert {"neardup.query", "neardup.ingest"} <= set(info["registered"])
 

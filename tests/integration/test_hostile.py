@@ -33,7 +33,9 @@ from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-from tests.badserver import BadServer, jpeg, pool_pids, running_server, start_worker, wait_until
+from tests.support.badserver import BadServer, running_server
+from tests.support.images import jpeg
+from tests.support.processes import pool_pids, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 

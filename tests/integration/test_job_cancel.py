@@ -16,8 +16,8 @@ from common.index import keys
 from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.redis_server import RedisServer
-from tests.badserver import start_worker, wait_until
-from tests.conftest import SAMPLES, free_port
+from tests.conftest import SAMPLES
+from tests.support.processes import free_port, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from common.index import keys
 from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
-from tests.conftest import SAMPLES, wait_for
+from tests.conftest import SAMPLES
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def test_a_query_batch_with_undecodable_keys_and_inputs_is_answered_and_acked(
     assert results["url"]["error"]["reason"] == "not_utf8"
     # and the message was acked once, not requeued
     broker = redis.Redis.from_url(base_settings.redis_url.replace("/0", "/1"))
-    wait_for(lambda: broker.hlen("unacked") == 0 and broker.llen("query") == 0, 10, what="the ack")
+    wait_until(lambda: broker.hlen("unacked") == 0 and broker.llen("query") == 0, 10, what="the ack")
     attempts = [int(index_redis.get(k)) for k in index_redis.scan_iter(keys.attempts("*"))]
     assert attempts and max(attempts) == 1
     app.close()

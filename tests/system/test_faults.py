@@ -32,17 +32,10 @@ from producer import jobs
 from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
-from tests.badserver import (
-    BadServer,
-    jpeg,
-    node_name,
-    pool_pids,
-    process_alive,
-    running_server,
-    start_worker,
-    wait_until,
-)
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.support.badserver import BadServer, running_server
+from tests.support.images import jpeg
+from tests.support.processes import free_port, node_name, pool_pids, process_alive, start_worker, wait_until
 
 pytestmark = pytest.mark.system
 

@@ -62,6 +62,29 @@ def match_rows(dom: str) -> list[tuple[str, str, float]]:
     return out
 
 
+def _match(product_id: str, similarity: float, distance: int, stage: str, **signals: int) -> dict:
+    return {
+        "product_id": product_id,
+        "similarity": similarity,
+        "distance": distance,
+        "stage": stage,
+        "signals": signals,
+    }
+
+
+def _answer(name: str, elapsed_ms: float, *matches: dict) -> dict:
+    """One query's answer as a --details results file holds it."""
+    return {
+        "ok": True,
+        "query": {"path": name},
+        "index_version": 40,
+        "index_size": 40,
+        "rule": "balanced",
+        "matches": list(matches),
+        "elapsed_ms": elapsed_ms,
+    }
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """A --details results file and a dedup groups file over the bundled sample images."""
@@ -72,52 +95,15 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     queries: dict[str, dict] = {}
     for name in exact:
         pid = labels[name]["matches"][0]
-        queries[name] = {
-            "ok": True,
-            "query": {"path": name},
-            "index_version": 40,
-            "index_size": 40,
-            "rule": "balanced",
-            "matches": [
-                {
-                    "product_id": pid,
-                    "similarity": 100.0,
-                    "distance": 0,
-                    "stage": "exact",
-                    "signals": {"dhash": 0},
-                }
-            ],
-            "elapsed_ms": 1.0,
-        }
+        queries[name] = _answer(name, 1.0, _match(pid, 100.0, 0, "exact", dhash=0))
     # One strong and one weak match each: the threshold filter must drop the weak ones only.
     others = sorted(p.stem for p in INVENTORY.glob("*.jpg"))
     for name in edited:
         pid = labels[name]["matches"][0]
         weak = next(o for o in others if o != pid)
-        queries[name] = {
-            "ok": True,
-            "query": {"path": name},
-            "index_version": 40,
-            "index_size": 40,
-            "rule": "balanced",
-            "matches": [
-                {
-                    "product_id": pid,
-                    "similarity": 95.31,
-                    "distance": 3,
-                    "stage": "dhash",
-                    "signals": {"dhash": 3},
-                },
-                {
-                    "product_id": weak,
-                    "similarity": 87.5,
-                    "distance": 8,
-                    "stage": "pdq",
-                    "signals": {"pdq": 40},
-                },
-            ],
-            "elapsed_ms": 2.0,
-        }
+        queries[name] = _answer(
+            name, 2.0, _match(pid, 95.31, 3, "dhash", dhash=3), _match(weak, 87.5, 8, "pdq", pdq=40)
+        )
     queries["broken.jpg"] = {
         "ok": False,
         "error": {"stage": "decode", "reason": "not_an_image", "detail": "<script>alert(1)</script>"},

@@ -19,8 +19,10 @@ import redis
 
 from common.index import keys
 from producer.redis_server import RedisServer
-from tests.badserver import BadServer, jpeg, running_server, wait_until
 from tests.conftest import ROOT
+from tests.support.badserver import BadServer, running_server
+from tests.support.images import jpeg
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.system
 

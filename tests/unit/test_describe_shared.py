@@ -34,7 +34,8 @@ def _bordered(rng: np.random.Generator, w: int, h: int, top: int, left: int, col
 
 
 def _trim_box_reference(a: np.ndarray) -> tuple[int, int, int, int]:
-    """trim_box as it was (full comparison per side), for RGB arrays."""
+    """trim_box as it was (full comparison per side), for RGB arrays: a deliberate oracle of the border
+    walk, kept apart from the code it checks; only the mapping back to full resolution is shared."""
     fh, fw, _ = a.shape
     scale = min(1.0, 256 / max(fh, fw))
     size = (max(1, round(fw * scale)), max(1, round(fh * scale)))
@@ -45,18 +46,7 @@ def _trim_box_reference(a: np.ndarray) -> tuple[int, int, int, int]:
     left, right = _depth_reference(m.transpose(1, 0, 2)), _depth_reference(m.transpose(1, 0, 2)[::-1])
     if top + bottom >= h - 8 or left + right >= w - 8:
         return (0, 0, fw, fh)
-    box = (
-        int(np.ceil(left / scale)),
-        int(np.ceil(top / scale)),
-        int(np.floor((w - right) / scale)),
-        int(np.floor((h - bottom) / scale)),
-    )
-    return (
-        min(box[0], fw),
-        min(box[1], fh),
-        max(min(box[2], fw), box[0] + 1),
-        max(min(box[3], fh), box[1] + 1),
-    )
+    return normalise.full_box((left, top, right, bottom), (w, h), (fw, fh), scale)
 
 
 @pytest.mark.parametrize("seed", range(30))

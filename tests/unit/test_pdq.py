@@ -32,7 +32,7 @@ from common.signals import (
     signal_set,
 )
 from tests.support import samplegen  # noqa: E402
-from tests.unit.conftest import photo_like  # noqa: E402
+from tests.support.images import photo_like  # noqa: E402
 
 GOLDEN = Path(__file__).with_name("golden_pdq.json")
 SAMPLES = ROOT / "samples"

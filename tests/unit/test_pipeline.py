@@ -101,10 +101,14 @@ def test_side_crop_is_found_by_word_candidates(catalog: tuple[dict[str, bytes], 
     assert _ids(found) == ["0000000009"] and found[0].stage == "orb"
 
 
+def _unrelated_matches(index: Index, seed: int, rule: presets.Rule) -> list:
+    """What a query finds for a generated product that is in no way in the index."""
+    other = _describe(_jpeg(samplegen.render_product(np.random.default_rng(seed))))
+    return pipeline.find_matches(other, index.snap, rule, blobs=index.blobs)
+
+
 def test_word_candidates_do_not_confirm_unrelated_photos(catalog: tuple[dict[str, bytes], Index]) -> None:
-    _, index = catalog
-    other = _describe(_jpeg(samplegen.render_product(np.random.default_rng(998))))
-    assert pipeline.find_matches(other, index.snap, WORDS_ONLY, blobs=index.blobs) == []
+    assert _unrelated_matches(catalog[1], 998, WORDS_ONLY) == []
 
 
 def test_word_columns_are_stored_as_scan_signals(catalog: tuple[dict[str, bytes], Index]) -> None:
@@ -122,9 +126,7 @@ def test_letterbox_is_found(catalog: tuple[dict[str, bytes], Index]) -> None:
 
 
 def test_unrelated_photo_is_not_found(catalog: tuple[dict[str, bytes], Index]) -> None:
-    _, index = catalog
-    other = _describe(_jpeg(samplegen.render_product(np.random.default_rng(999))))
-    assert pipeline.find_matches(other, index.snap, BALANCED, blobs=index.blobs) == []
+    assert _unrelated_matches(catalog[1], 999, BALANCED) == []
 
 
 def test_exclude_and_blob_calls_are_bounded(catalog: tuple[dict[str, bytes], Index]) -> None:
