@@ -144,7 +144,7 @@ def describe_items(items: Sequence[tuple[str, str]], settings: Settings) -> list
     _tuned_once()
     policy = FetchPolicy.from_settings(settings)
     remote = [i for i, (_, url) in enumerate(items) if _is_remote(url)]
-    pending: dict[Future, int] = {}
+    pending: dict[Future[_Fetched], int] = {}
     if remote:
         pool = _executor(settings.fetch_concurrency)
         pending = {pool.submit(_fetch, items[i][1], settings, policy): i for i in remote}

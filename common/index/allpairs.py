@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import numpy.typing as npt
 
 from common.index.hamming import block_layout
 
@@ -101,19 +102,24 @@ def shard_plan(n_shards: int, radius: int, n: int = 1_000_000) -> list[Shard]:
 
 
 @dataclass(frozen=True)
+class _Groups:
+    order: npt.NDArray[np.intp]  # original indices grouped by value
+    starts: npt.NDArray[np.intp]  # per distinct value, its group's start in `order`
+    counts: npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
 class _Unique:
     values: np.ndarray  # uint64, one per distinct hash (not necessarily sorted)
     rep: np.ndarray  # int64: the smallest original index holding that value
-    order: np.ndarray | None  # original indices grouped by value (None: no duplicates at all)
-    starts: np.ndarray | None  # per distinct value, its group's start in `order`
-    counts: np.ndarray | None
+    groups: _Groups | None  # None: no duplicates at all
 
 
 def _unique(hashes: np.ndarray) -> _Unique:
     s = np.sort(hashes)
     if len(s) < 2 or not np.any(s[1:] == s[:-1]):
         # The common case: skip the 10x dearer argsort, keep the rows as they are.
-        return _Unique(hashes, np.arange(len(hashes), dtype=np.int64), None, None, None)
+        return _Unique(hashes, np.arange(len(hashes), dtype=np.int64), None)
     order = np.argsort(hashes, kind="stable")  # stable: each group's first entry is its smallest index
     sh = hashes[order]
     new = np.empty(len(sh), dtype=bool)
@@ -121,7 +127,7 @@ def _unique(hashes: np.ndarray) -> _Unique:
     np.not_equal(sh[1:], sh[:-1], out=new[1:])
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, len(sh)))
-    return _Unique(sh[starts], order[starts], order, starts, counts)
+    return _Unique(sh[starts], order[starts], _Groups(order, starts, counts))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,11 +164,12 @@ def _pairs_by_offset(starts: np.ndarray, lens: np.ndarray) -> Iterator[tuple[np.
         active, rem = active[more], rem[more]
 
 
-def _ramp(lengths: np.ndarray) -> np.ndarray:
+def _ramp(lengths: np.ndarray) -> npt.NDArray[np.int64]:
     """concat(arange(l) for l in lengths), vectorised."""
     total = int(lengths.sum())
     ends = np.cumsum(lengths)
-    return np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+    ramp: npt.NDArray[np.int64] = np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+    return ramp
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +184,7 @@ def _zero_block_mask(x: np.ndarray, m: int) -> np.ndarray:
     return z
 
 
-def _owned(x: np.ndarray, config: Config, combo_mask: int) -> np.ndarray:
+def _owned(x: np.ndarray, config: Config, combo_mask: int) -> npt.NDArray[np.bool_]:
     """Which pairs (by XOR) belong to this combo: their first k agreeing blocks are exactly it."""
     z = _zero_block_mask(x, config.m)
     first_k = np.zeros_like(z)
@@ -185,7 +192,8 @@ def _owned(x: np.ndarray, config: Config, combo_mask: int) -> np.ndarray:
         low = z & -z
         first_k |= low
         z ^= low
-    return first_k == combo_mask
+    owned: npt.NDArray[np.bool_] = first_k == combo_mask
+    return owned
 
 
 def _unit_pairs(
@@ -268,31 +276,35 @@ def _ordered(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, n
     return lo.astype(np.int64), hi.astype(np.int64), d.astype(np.uint8)
 
 
-def _expand(u: _Unique, a: np.ndarray, b: np.ndarray, d: np.ndarray):
+def _expand(
+    u: _Unique, a: np.ndarray, b: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of distinct values -> pairs of every original row holding them."""
-    if u.order is None:
+    g = u.groups
+    if g is None:
         return u.rep[a], u.rep[b], d
-    ca, cb = u.counts[a], u.counts[b]
+    ca, cb = g.counts[a], g.counts[b]
     per = ca * cb
     o = _ramp(per)
     pa, pb, pd = np.repeat(a, per), np.repeat(b, per), np.repeat(d, per)
     cbr = np.repeat(cb, per)
-    return u.order[u.starts[pa] + o // cbr], u.order[u.starts[pb] + o % cbr], pd
+    return g.order[g.starts[pa] + o // cbr], g.order[g.starts[pb] + o % cbr], pd
 
 
 def _duplicate_pairs(u: _Unique, expand: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows sharing a value: every pair (expand) or a star from the group's representative."""
-    if u.order is None:
+    g = u.groups
+    if g is None:
         z = np.zeros(0, dtype=np.int64)
         return z, z, np.zeros(0, dtype=np.uint8)
-    dup = u.counts > 1
-    starts, counts = u.starts[dup], u.counts[dup]
+    dup = g.counts > 1
+    starts, counts = g.starts[dup], g.counts[dup]
     if expand:
         a, b = _run_pairs(starts, counts)
     else:
         b = np.repeat(starts, counts - 1) + _ramp(counts - 1) + 1
         a = np.repeat(starts, counts - 1)
-    return u.order[a], u.order[b], np.zeros(len(a), dtype=np.uint8)
+    return g.order[a], g.order[b], np.zeros(len(a), dtype=np.uint8)
 
 
 def pairs_for_shard(

@@ -9,6 +9,7 @@ older than the snapshot the query answers from.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -41,7 +42,7 @@ class BlobCache:
                 for pid, value in zip(missing, fetched, strict=True):
                     found[pid] = value
                     self._put((signal, pid), value)
-        return [found[pid] for pid in product_ids]  # type: ignore[misc]
+        return [found[pid] for pid in product_ids]  # type: ignore[misc]  # every _ABSENT was filled in
 
     def product(
         self, product_id: str, signals: tuple[str, ...], fetch_product: Callable[[str], dict[str, bytes]]
@@ -54,9 +55,9 @@ class BlobCache:
             fetched = fetch_product(product_id)
             got = {s: fetched.get(s) for s in signals}
             with self._lock:
-                for s, value in got.items():
-                    self._put((s, product_id), value)
-        return {s: v for s, v in got.items() if v is not None}  # type: ignore[misc]
+                for s in signals:
+                    self._put((s, product_id), fetched.get(s))
+        return {s: v for s, v in got.items() if isinstance(v, bytes)}  # none is _ABSENT here
 
     def forget(self, product_ids: Iterable[str]) -> None:
         """Drop every cached blob of these products (they were rewritten)."""
@@ -74,7 +75,7 @@ class BlobCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _get(self, key: tuple[str, str]) -> object:
+    def _get(self, key: tuple[str, str]) -> bytes | None | _Absent:
         if key not in self._entries:
             return _ABSENT
         self._entries.move_to_end(key)
@@ -97,4 +98,10 @@ class BlobCache:
         self._bytes -= _ENTRY_OVERHEAD + (len(value) if value else 0)
 
 
-_ABSENT = object()
+class _Absent(enum.Enum):
+    """Not cached (a cached None means the product has no such blob)."""
+
+    ABSENT = enum.auto()
+
+
+_ABSENT = _Absent.ABSENT

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -20,24 +21,26 @@ EARLIEST, LARGEST, SMALLEST_ID = "earliest", "largest", "smallest-id"
 RULES = (EARLIEST, LARGEST, SMALLEST_ID)
 
 # Per product: (version when first indexed or None, stored meta {"pixels", "bytes", ...}).
-Info = tuple[int | None, Mapping]
+Info = tuple[int | None, Mapping[str, Any]]
+# What members are ordered by: the smallest key is kept; the product id last, so ties fall to it.
+SortKey = tuple[bool | int | str, ...]
 
 
-def _earliest(pid: str, info: Info) -> tuple:
+def _earliest(pid: str, info: Info) -> SortKey:
     added, _ = info
     return (added is not None, added or 0, pid)
 
 
-def _largest(pid: str, info: Info) -> tuple:
+def _largest(pid: str, info: Info) -> SortKey:
     _, meta = info
     return (-int(meta.get("pixels") or 0), -int(meta.get("bytes") or 0), pid)
 
 
-def _smallest_id(pid: str, info: Info) -> tuple:
+def _smallest_id(pid: str, info: Info) -> SortKey:
     return (pid,)
 
 
-_ORDER: dict[str, Callable[[str, Info], tuple]] = {
+_ORDER: dict[str, Callable[[str, Info], SortKey]] = {
     EARLIEST: _earliest,
     LARGEST: _largest,
     SMALLEST_ID: _smallest_id,

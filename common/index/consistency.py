@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -50,10 +51,13 @@ class RepairReport:
     problems: list[str]
 
 
-def check(r: redis.Redis, scan_signals: Sequence[str]) -> list[str]:
+def check(r: redis.Redis[bytes], scan_signals: Sequence[str]) -> list[str]:
     """What is wrong with the index, in words; [] when rows, ids and columns agree."""
     cols = [keys.column(s) for s in scan_signals]
-    counts = r.eval(_COUNTS_LUA, 3 + len(cols), keys.ROWS, keys.IDS, keys.FREE_ROWS, *cols)
+    # types-redis leaves eval unannotated
+    counts = r.eval(  # type: ignore[no-untyped-call]
+        _COUNTS_LUA, 3 + len(cols), keys.ROWS, keys.IDS, keys.FREE_ROWS, *cols
+    )
     n_rows, n_ids, n_free, *lengths = (int(v) for v in counts)
     problems = []
     if n_rows + n_free != n_ids:  # every row slot holds a product or is free for the next one
@@ -66,7 +70,7 @@ def check(r: redis.Redis, scan_signals: Sequence[str]) -> list[str]:
     return problems
 
 
-def require_consistent(r: redis.Redis, scan_signals: Sequence[str]) -> None:
+def require_consistent(r: redis.Redis[bytes], scan_signals: Sequence[str]) -> None:
     problems = check(r, scan_signals)
     if problems:
         raise IndexInconsistent(
@@ -82,7 +86,9 @@ def _raw(value: object) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[str] = ()) -> RepairReport:
+def repair(
+    r: redis.Redis[bytes], scan_signals: Sequence[str], blob_signals: Sequence[str] = ()
+) -> RepairReport:
     """Rebuild rows, ids and columns from the products whose row is intact: the row is theirs alone,
     the id list names them there, and every column holds their 8 bytes. The rest are removed from the
     index (and from the product records, so the next ingest redoes them). Atomic (WATCH/MULTI): a
@@ -93,11 +99,14 @@ def repair(r: redis.Redis, scan_signals: Sequence[str], blob_signals: Sequence[s
             try:
                 pipe.watch(keys.ROWS, keys.IDS, keys.VERSION, keys.FREE_ROWS, keys.ROW_PATCH, *cols)
                 problems = check(pipe, scan_signals)
-                rows = {_text(k): int(v) for k, v in pipe.hgetall(keys.ROWS).items()}
+                # After watch() the pipeline replies at once; the stubs type its commands as buffered.
+                row_of = cast("dict[bytes, bytes]", pipe.hgetall(keys.ROWS))
+                rows = {_text(k): int(v) for k, v in row_of.items()}
                 ids = _text(pipe.get(keys.IDS) or b"").split("\n")[:-1]
-                for row, pid in pipe.hgetall(keys.ROW_PATCH).items():  # rows changed since IDS was written
-                    if int(row) < len(ids):
-                        ids[int(row)] = _text(pid)
+                patch = cast("dict[bytes, bytes]", pipe.hgetall(keys.ROW_PATCH))
+                for slot, owner in patch.items():  # rows changed since IDS was written
+                    if int(slot) < len(ids):
+                        ids[int(slot)] = _text(owner)
                 columns = [_raw(pipe.get(c)) for c in cols]
                 usable = min([len(c) // 8 for c in columns], default=0)
                 owners: dict[int, list[str]] = {}

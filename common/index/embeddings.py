@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+import redis
 
 from common.index import keys
 from common.signals import embedding
@@ -105,7 +107,7 @@ class EmbeddingMatrix:
     def cosines(self, query: np.ndarray, rows: Iterable[int] | None = None) -> np.ndarray:
         """Cosine of the unit query to every row (or to `rows`); -inf where a row has no vector."""
         if rows is None:
-            scores = self._m[: self.n] @ query
+            scores: np.ndarray = self._m[: self.n] @ query
             scores[~self._ok[: self.n]] = -np.inf
             return scores
         idx = np.fromiter((r for r in rows), dtype=np.int64)
@@ -145,7 +147,7 @@ def query_vector(
     return v if len(v) == matrix.dim else None
 
 
-def read_calibration(r, signal: str) -> dict | None:
+def read_calibration(r: redis.Redis[bytes], signal: str) -> dict[str, Any] | None:
     """The calibration `neardup calibrate --write` stored for this model (None: the tier stays off)."""
     raw = r.get(keys.EMBEDDING_CALIBRATION)
     if raw is None:
@@ -160,5 +162,5 @@ def read_calibration(r, signal: str) -> dict | None:
     return data if isinstance(threshold, (int, float)) and -1.0 <= threshold <= 1.0 else None
 
 
-def write_calibration(r, record: dict) -> None:
+def write_calibration(r: redis.Redis[bytes], record: dict[str, Any]) -> None:
     r.set(keys.EMBEDDING_CALIBRATION, json.dumps(record))

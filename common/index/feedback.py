@@ -155,7 +155,7 @@ def constrained_groups(
 # -- Redis ------------------------------------------------------------------------------------------
 
 
-def read(r: redis.Redis) -> Feedback:
+def read(r: redis.Redis[bytes]) -> Feedback:
     """Every verdict and the feedback version, read together."""
     pipe = r.pipeline(transaction=True)
     pipe.hgetall(keys.FEEDBACK)
@@ -164,7 +164,7 @@ def read(r: redis.Redis) -> Feedback:
     return Feedback.from_hash(raw, int(version or 0))
 
 
-def record(r: redis.Redis, pair: tuple[str, str], verdict: str) -> tuple[str | None, int]:
+def record(r: redis.Redis[bytes], pair: tuple[str, str], verdict: str) -> tuple[str | None, int]:
     """Set (or with CLEAR remove) the verdict on a pair; returns (the previous verdict, new version).
     One transaction: a worker that sees the new version also sees the verdict."""
     if verdict not in (*VERDICTS, CLEAR):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 BITS = 64
 _EMPTY_ROWS = np.zeros(0, dtype=np.int64)
@@ -37,9 +38,10 @@ _NS_PER_CANDIDATE = 2.5
 _MAX_BLOCK_BITS = 22  # offsets table of 2**22 entries per block (16 MB as int32) at most
 
 
-def distances(index: np.ndarray, query: int) -> np.ndarray:
+def distances(index: np.ndarray, query: int) -> npt.NDArray[np.uint8]:
     """Hamming distance from `query` to every row of `index` (uint64 array)."""
-    return np.bitwise_count(index ^ np.uint64(query)).astype(np.uint8)
+    dist: npt.NDArray[np.uint8] = np.bitwise_count(index ^ np.uint64(query)).astype(np.uint8)
+    return dist
 
 
 def scan(index: np.ndarray, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +230,9 @@ class MultiIndex:
         _, length = self._ranges(np.array([query], dtype=np.uint64), radius)
         return int(length.sum())
 
-    def scan(self, query: int, radius: int, max_candidates: int | None = None):
+    def scan(
+        self, query: int, radius: int, max_candidates: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """(rows, dists) within radius of query, rows ascending; None if over `max_candidates`."""
         q = np.uint64(query)
         start, length = self._ranges(np.array([q]), radius)

@@ -21,9 +21,11 @@ rebuilds itself when the delta grows.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from common.index.snapshot import Snapshot
 from common.match.presets import FIXED
@@ -66,9 +68,9 @@ def unpack_columns(columns: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _valid(words: np.ndarray) -> np.ndarray:
+def _valid(words: np.ndarray) -> npt.NDArray[np.bool_]:
     """Mask of real (non-padding) slots: a later slot equal to slot 0 is padding."""
-    ok = words != words[:, :1]
+    ok: npt.NDArray[np.bool_] = words != words[:, :1]
     ok[:, 0] = True
     return ok
 
@@ -103,7 +105,7 @@ class WordIndex:
     def _columns(self, snap: Snapshot, lo: int = 0, hi: int | None = None) -> list[np.ndarray]:
         return [snap.column(k)[lo:hi] for k in COLUMNS]
 
-    def _build(self, snap: Snapshot) -> None:
+    def _build(self, snap: Snapshot) -> _Built:
         n = len(snap)
         cols = self._columns(snap)
         words = unpack_columns(cols)
@@ -116,18 +118,18 @@ class WordIndex:
         counts = np.bincount(flat, minlength=_SPACE)
         indptr = np.zeros(_SPACE + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        self._built = _Built(
+        self._built = built = _Built(
             indptr, row_of[order], n, _fold(cols), np.zeros(n, bool), snap.version, snap.ids, snap.live_count
         )
         self._delta = np.zeros(0, np.int64)
+        return built
 
     def _refresh(self, snap: Snapshot) -> _Built:
         """Bring the index to the snapshot's current state (appends and overwrites since the last call)."""
         b = self._built
         n = len(snap)
         if b is None or b.ids_ref is not snap.ids or n < b.n_built:
-            self._build(snap)  # first use, or a bulk reload replaced every row
-            return self._built
+            return self._build(snap)  # first use, or a bulk reload replaced every row
         if snap.version == b.version and n == b.n_built + int(np.sum(self._delta >= b.n_built)):
             return b
         appended = np.arange(b.n_built, n, dtype=np.int64)
@@ -144,8 +146,8 @@ class WordIndex:
         self._delta = np.concatenate([overwritten, appended])
         b.version = snap.version
         if len(self._delta) > 4096 + n // 64:  # counting the delta directly now costs more than a rebuild
-            self._build(snap)
-        return self._built
+            return self._build(snap)
+        return b
 
     def scores(self, query_words: np.ndarray) -> np.ndarray:
         """IDF-weighted agreement (float64, one per row) of the query's words with every row's words."""
@@ -189,9 +191,10 @@ class WordIndex:
         words = unpack_columns([snap.column(k)[rows] for k in COLUMNS])
         table = np.zeros(_SPACE)
         table[q] = w_of
-        return (table[words] * _valid(words)).sum(axis=1)
+        agreement: np.ndarray = (table[words] * _valid(words)).sum(axis=1)
+        return agreement
 
-    def top(self, query_words: np.ndarray, m: int, exclude: set[int] = frozenset()) -> list[int]:
+    def top(self, query_words: np.ndarray, m: int, exclude: AbstractSet[int] = frozenset()) -> list[int]:
         """The m rows with the highest score > 0, best first (ties: lower row first)."""
         s = self.scores(query_words)
         if not len(s) or m <= 0:
@@ -215,7 +218,7 @@ class WordIndex:
         return [int(r) for r in nz[best]]
 
 
-_CACHE: dict[int, tuple[weakref.ref, WordIndex]] = {}
+_CACHE: dict[int, tuple[weakref.ref[Snapshot], WordIndex]] = {}
 
 
 def index_for(snap: Snapshot) -> WordIndex:

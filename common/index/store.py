@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
 
@@ -35,7 +36,7 @@ class Product:
     product_id: str
     url: str
     signatures: dict[str, bytes]
-    info: dict = field(default_factory=dict)  # e.g. {"pixels", "bytes"} of the photo, kept in its meta
+    info: dict[str, int] = field(default_factory=dict)  # {"pixels", "bytes"} of the photo, kept in its meta
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class BulkIndex:
 class IndexStore:
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis[bytes],
         scan_signals: Sequence[str],
         blob_signals: Sequence[str] = (),
         identity_signals: Sequence[str] = (),
@@ -86,6 +87,7 @@ class IndexStore:
         if existing is None:
             self.r.set(keys.SIGNALS, wanted, nx=True)
             existing = self.r.get(keys.SIGNALS)
+            assert existing is not None  # just set (nx); gone only if the database was flushed meanwhile
         if existing.decode() != wanted:
             held, ours = set(json.loads(existing)), {*self.scan_signals, *self.identity_signals}
             raise ConfigError(
@@ -156,10 +158,12 @@ class IndexStore:
         with self.r.pipeline() as pipe:
             try:
                 pipe.watch(keys.VERSION, keys.ROW_PATCH)
-                patch = pipe.hgetall(keys.ROW_PATCH)
+                # After watch() the pipeline runs commands at once and returns their replies; the
+                # stubs type every pipeline command as buffered (returning the pipeline).
+                patch = cast("dict[bytes, bytes]", pipe.hgetall(keys.ROW_PATCH))
                 if not patch:
                     return False
-                ids = (pipe.get(keys.IDS) or b"").decode().split("\n")[:-1]
+                ids = (cast("bytes | None", pipe.get(keys.IDS)) or b"").decode().split("\n")[:-1]
                 for row, pid in patch.items():
                     ids[int(row)] = pid.decode()
                 pipe.multi()
@@ -170,7 +174,7 @@ class IndexStore:
             except redis.WatchError:
                 return False
 
-    def order_and_info(self, product_ids: list[str]) -> list[tuple[int | None, dict]]:
+    def order_and_info(self, product_ids: list[str]) -> list[tuple[int | None, dict[str, Any]]]:
         """(version when first indexed, stored meta) per product: what the canonical rules read."""
         if not product_ids:
             return []
@@ -328,5 +332,5 @@ class IndexStore:
             for eid, f in entries
         ]
 
-    def failures(self) -> dict[str, dict]:
+    def failures(self) -> dict[str, dict[str, Any]]:
         return {k.decode(): json.loads(v) for k, v in self.r.hgetall(keys.FAILURES).items()}

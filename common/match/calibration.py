@@ -53,7 +53,8 @@ class Point:
 
 def split(names: Iterable[str], held_out: float = 0.5) -> tuple[set[str], set[str]]:
     """(fit, held-out) by a stable hash of each name: the same split on every run and machine."""
-    fit, held = set(), set()
+    fit: set[str] = set()
+    held: set[str] = set()
     for name in names:
         h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32
         (held if h < held_out else fit).add(name)

@@ -7,9 +7,11 @@ passes. The query's mirrored and restored-backdrop views are tried like the quer
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import cv2
 import numpy as np
@@ -31,6 +33,10 @@ from common.signals.signal_set import (
 log = logging.getLogger(__name__)
 
 Blobs = Callable[[str, list[str]], list[bytes | None]]
+# What confirmed a match, signal by signal (a match's "signals" in a detailed result): distances and
+# counts ({"pdq": 12, "orb_inliers": 31}), agreement ({"photo": 0.93}), view flags ({"mirrored": True}).
+Evidence = dict[str, int | float | bool]
+_T = TypeVar("_T")
 _LOW_QUALITY = FIXED.pdq_min_quality  # below it (flat images) PDQ agreement is not evidence
 
 
@@ -41,7 +47,7 @@ def _pdq_distance(a: bytes, b: bytes) -> int:
 
 def _pdq_confirms(
     q_pdq: bytes | None, t_pdq: bytes | None, rule: Rule, limit: int | None = None
-) -> dict | None:
+) -> Evidence | None:
     if q_pdq is None or t_pdq is None or len(t_pdq) != 33 or len(q_pdq) != 33:
         return None  # missing, or damaged: never evidence
     d = _pdq_distance(q_pdq, t_pdq)
@@ -55,7 +61,7 @@ def _orb_confirms(
     t_orb: bytes | None,
     thumb_of: Callable[[], bytes | None],
     rule: Rule,
-) -> dict | None:
+) -> Evidence | None:
     """ORB + RANSAC with plausible geometry, then the photometric check of the aligned thumbnails.
 
     A product stored without a thumbnail (an index written before thumb@1) is judged on ORB alone."""
@@ -64,10 +70,11 @@ def _orb_confirms(
     verdict = verify.verify(q_feat, verify.unpack(t_orb))
     if not verdict.passes(rule.orb_min_inliers):
         return None
-    extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
+    extra: Evidence = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
     t_thumb = thumb_of()
     if q_thumb is None or t_thumb is None:
         return extra
+    assert verdict.model is not None  # a verdict that passes carries its transform
     t_feat_size = verify.unpack_size(t_orb)
     photo = verify.photometric(q_thumb, verify.unpack_thumb(t_thumb), verdict.model, q_feat.size, t_feat_size)
     if not photo.passes(rule.photo_min):
@@ -118,15 +125,17 @@ class _View:
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
     flip: bool = False  # the thumbnails are the straight query's, mirrored on use
-    _cache: dict = field(default_factory=dict)
+    _cache: dict[str, object] = field(default_factory=dict)
 
-    def _get(self, key: str, make: Callable[[], object]) -> object:
+    def _get(self, key: str, make: Callable[[], _T]) -> _T:
         if key not in self._cache:
             self._cache[key] = make()
-        return self._cache[key]
+        return cast(_T, self._cache[key])  # each key is always made by the same `make`
 
     def features(self) -> verify.Features:
-        return self._get("orb", lambda: verify.unpack(self.orb))
+        orb = self.orb
+        assert orb is not None  # asked only of views that carry keypoints
+        return self._get("orb", lambda: verify.unpack(orb))
 
     def _thumb(self, blob: bytes | None) -> verify.Thumb | None:
         thumb = verify.unpack_thumb(blob) if blob is not None else None
@@ -172,13 +181,13 @@ def verify_candidates(
     rule: Rule,
     blobs: Blobs,
     alt_rows: dict[str, set[int]] | None = None,
-) -> dict[int, tuple[str, dict]]:
+) -> dict[int, tuple[str, Evidence]]:
     """Stage 3 for the candidates: PDQ first (cheap, confirms most), ORB + RANSAC for the rest, then
     the photometric check of the aligned thumbnails for the few ORB passes."""
     if not ids:
         return {}
     views = _views(query, rule, alt_rows or {})
-    stored = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
+    stored: list[bytes | None] = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
     found, pending, flat = _pdq_stage(views, stored, rows, rule)
     if not pending or views[0].orb is None:
         return found
@@ -193,11 +202,11 @@ def verify_candidates(
 
 def _pdq_stage(
     views: list[_View], stored: list[bytes | None], rows: list[int], rule: Rule
-) -> tuple[dict[int, tuple[str, dict]], list[int], dict[int, _View]]:
+) -> tuple[dict[int, tuple[str, Evidence]], list[int], dict[int, _View]]:
     """(confirmed by PDQ, indexes left for ORB, flat ones among those: index -> the view to judge).
     Low-information photos (flat, dark, blurred) whose PDQ is very close: ORB finds too few corners
     there, so the photometric check on the thumbnails decides instead."""
-    found: dict[int, tuple[str, dict]] = {}
+    found: dict[int, tuple[str, Evidence]] = {}
     pending: list[int] = []
     flat: dict[int, _View] = {}
     for i, blob in enumerate(stored):
@@ -250,19 +259,22 @@ def _photo_stage(
     ids: list[str],
     rows: list[int],
     rule: Rule,
-) -> dict[int, tuple[str, dict]]:
+) -> dict[int, tuple[str, Evidence]]:
     """ORB passes (and flat photos) that the aligned thumbnails also agree on."""
-    found: dict[int, tuple[str, dict]] = {}
+    found: dict[int, tuple[str, Evidence]] = {}
     for k, (i, blob, verdict, view) in enumerate(passed):
-        extra = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
+        extra: Evidence = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
         by_photo = not verdict.passes(rule.orb_min_inliers)  # a flat photo: the thumbnails decide
         if by_photo and t_thumb is None:
             continue
         with _skip_damaged(ids[i]):
             if t_thumb is not None and view.thumb_blob is not None:
+                q_thumb = view.thumb()
+                # a thumbnail blob unpacks to a thumbnail; every verdict here carries its transform
+                assert q_thumb is not None and verdict.model is not None
                 photo = verify.photometric(
-                    view.thumb(),
+                    q_thumb,
                     verify.unpack_thumb(t_thumb),
                     verdict.model,
                     views[0].features().size,
@@ -281,7 +293,7 @@ def _photo_stage(
 
 def verify_pairs(
     pairs: list[tuple[str, str]], rule: Rule, blobs: Blobs, mirrored: list[bool] | None = None
-) -> list[tuple[str, dict] | None]:
+) -> list[tuple[str, Evidence] | None]:
     """For each pair of indexed product ids, the (stage, extra) that confirms them as near-duplicates
     (PDQ within rule.pdq_max on informative images, else ORB + RANSAC + the photometric check), or None.
     Pairs flagged in `mirrored` (found by the mirror's hashes) are judged by the stored mirror PDQ alone
@@ -306,15 +318,18 @@ def verify_pairs(
 
     def feat(pid: str) -> verify.Features:
         if pid not in features:
-            features[pid] = verify.unpack(orb[pid])
+            blob = orb[pid]
+            assert blob is not None  # asked only for pairs whose keypoints are both stored
+            features[pid] = verify.unpack(blob)
         return features[pid]
 
     def thumb(pid: str) -> verify.Thumb | None:
         if pid not in thumb_cache:
-            thumb_cache[pid] = verify.unpack_thumb(thumbs[pid]) if thumbs[pid] is not None else None
+            blob = thumbs[pid]
+            thumb_cache[pid] = verify.unpack_thumb(blob) if blob is not None else None
         return thumb_cache[pid]
 
-    out: list[tuple[str, dict] | None] = []
+    out: list[tuple[str, Evidence] | None] = []
     for a, b in pairs:
         extra = _pdq_confirms(pdq[a], pdq[b], rule)
         if extra is not None:
@@ -325,7 +340,7 @@ def verify_pairs(
             continue
         extra = None
         with _skip_damaged(f"{a}/{b}"):
-            extra = _orb_confirms(feat(a), thumb(a), orb[b], lambda b=b: thumbs[b], rule)
+            extra = _orb_confirms(feat(a), thumb(a), orb[b], functools.partial(thumbs.__getitem__, b), rule)
         out.append(("orb", extra) if extra is not None else None)
     return out
 
@@ -335,15 +350,15 @@ def _verify_mirrored(
     mirrored: list[bool],
     rule: Rule,
     blobs: Blobs,
-    straight: list[tuple[str, dict] | None],
-) -> list[tuple[str, dict] | None]:
+    straight: list[tuple[str, Evidence] | None],
+) -> list[tuple[str, Evidence] | None]:
     """verify_pairs' answers with the mirrored pairs judged by the mirror's PDQ (either way round)."""
     flipped = [p for p, m in zip(pairs, mirrored, strict=True) if m]
     uniq = list(dict.fromkeys(pid for pair in flipped for pid in pair))
     pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
     pdq_m = dict(zip(uniq, blobs(PDQ_MIRROR_KEY, uniq), strict=True))
     verdicts = iter(straight)
-    out: list[tuple[str, dict] | None] = []
+    out: list[tuple[str, Evidence] | None] = []
     for (a, b), m in zip(pairs, mirrored, strict=True):
         if not m:
             out.append(next(verdicts))

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from common.index import embeddings, hamming, orb_words
 from common.index.snapshot import Snapshot
 from common.match import verify
-from common.match.confirm import Blobs, verify_candidates
+from common.match.confirm import Blobs, Evidence, verify_candidates
 from common.match.presets import FIXED, Rule
 from common.signals import embedding
 from common.signals.signal_set import (
@@ -54,9 +55,9 @@ class Match:
     similarity: float  # dHash similarity percent, the original system's figure
     distance: int  # dHash Hamming distance of 64
     stage: str  # which stage or signal matched it: exact, dhash, pdq, orb
-    extra: dict = field(default_factory=dict)
+    extra: Evidence = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -99,7 +100,7 @@ def find_matches(
     # Every accepted row reports its dHash distance (the original's similarity): computed for the
     # few rows that need it, never for the whole column.
     dh_all = _RowDistances(snap.column(primary), q_dh)
-    accepted: dict[int, tuple[str, dict]] = {}
+    accepted: dict[int, tuple[str, Evidence]] = {}
     if SHA in query and SHA in snap.signal_keys:
         rows, _ = _scan(snap, SHA, unpack64(query[SHA]), 0)
         accepted.update({r: ("exact", {}) for r in rows.tolist()})
@@ -176,7 +177,7 @@ def _embedding_tier(
     snap: Snapshot,
     rule: Rule,
     order: list[int],
-    accepted: dict[int, tuple[str, dict]],
+    accepted: dict[int, tuple[str, Evidence]],
     excluded_row: int | None,
     scored: dict[str, float] | None,
 ) -> None:
@@ -197,7 +198,9 @@ def _embedding_tier(
             accepted[r] = ("embedding", {"cosine": c})
 
 
-def _word_candidates(query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set) -> list[int]:
+def _word_candidates(
+    query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set[int | None]
+) -> list[int]:
     if rule.word_candidates <= 0 or ORB not in query or not set(ORB_WORDS) <= set(snap.signal_keys):
         return []
     words = orb_words.words_of(verify.unpack(query[ORB]).descriptors)  # every query keypoint votes
@@ -218,12 +221,12 @@ class _RowDistances:
         return int(np.bitwise_count(self.column[row] ^ self.query))
 
 
-def _distances_of(accepted: dict[int, tuple[str, dict]], dh_all: _RowDistances) -> dict[int, int]:
+def _distances_of(accepted: dict[int, tuple[str, Evidence]], dh_all: _RowDistances) -> dict[int, int]:
     return {r: int(dh_all[r]) for r in accepted}
 
 
 def _ranked(
-    snap: Snapshot, accepted: dict[int, tuple[str, dict]], dh_of: dict[int, int], exclude: str | None
+    snap: Snapshot, accepted: dict[int, tuple[str, Evidence]], dh_of: dict[int, int], exclude: str | None
 ) -> list[Match]:
     out = []
     for row, (stage, extra) in accepted.items():

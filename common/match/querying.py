@@ -29,7 +29,7 @@ from common.signals.signatures import pack64
 
 log = logging.getLogger(__name__)
 SOURCES = ("product_id", "url", "image_b64", "path")
-OPTIONS = {
+OPTIONS: dict[str, type | tuple[type, ...]] = {
     "preset": str,
     "max_distance": int,
     "min_similarity": (int, float),
@@ -149,6 +149,8 @@ def run_query(
     """A result object for any input: {"ok": true, matches...} or {"ok": false, "error": {...}}.
     `cache`: where blobs come from (default: Redis each time; workers pass their cache)."""
     started = time.perf_counter()
+    # infrastructure or the caller's own signals (a time limit): not the query's fault
+    passthrough: tuple[type[BaseException], ...] = (redis.RedisError, *reraise)
     try:
         req = parse_request(kwargs, settings)
         snap = snapshot_for()
@@ -163,13 +165,14 @@ def run_query(
         if req.source == "product_id":  # never the query's own product, whatever else is excluded
             matches = [m for m in matches if m.product_id != req.value]
         if snap.exclusions:  # review feedback: pairs marked "not a duplicate" are never listed
-            anchors = {m.product_id for m in matches if m.stage == "exact"} | ({req.exclude} - {None})
+            excluded = {req.exclude} if req.exclude is not None else set()
+            anchors = {m.product_id for m in matches if m.stage == "exact"} | excluded
             banned = banned_for(anchors, snap.exclusions)
             matches = [m for m in matches if m.product_id not in banned]
     except NeardupError as exc:
         return error_result(exc)
-    except (redis.RedisError, *reraise):
-        raise  # infrastructure or the caller's own signals (a time limit): not the query's fault
+    except passthrough:
+        raise
     except Exception as exc:  # a bug or a damaged index entry: answer with an error, keep the worker
         log.exception("query failed")
         return failure_result("query", "internal_error", f"{type(exc).__name__}: {exc}"[:300])
@@ -195,17 +198,18 @@ def run_query(
     }
     emb_signal = signal_set.of(settings).embedding
     if req.details and emb_signal is not None and rule.verified:  # emb: every cosine scored
+        by_cosine = sorted(((p, c) for p, c in scored.items() if p != req.exclude), key=lambda pc: -pc[1])
         result["embedding"] = {
             "signal": emb_signal,
             "threshold": calibration.get("threshold") if calibration else None,
-            "scored": sorted(([p, c] for p, c in scored.items() if p != req.exclude), key=lambda x: -x[1]),
+            "scored": [[p, c] for p, c in by_cosine],
         }
     return result
 
 
 def _calibrated(
     rule: presets.Rule, store: IndexStore, emb_signal: str | None
-) -> tuple[presets.Rule, dict | None]:
+) -> tuple[presets.Rule, dict[str, Any] | None]:
     """emb: the rule with the embedding threshold `neardup calibrate --write` stored for this model
     (one GET per query, only when a model is configured; otherwise the rule as it is)."""
     if emb_signal is None or not rule.verified:

@@ -21,9 +21,12 @@ _RECORD = np.dtype([("x", "<u2"), ("y", "<u2"), ("d", "u1", 32)])  # 36 bytes pe
 _HEADER = np.dtype([("w", "<u2"), ("h", "<u2")])
 
 
+Size = tuple[int, int]  # (width, height) of an image in the ORB frame
+
+
 @dataclass(frozen=True)
 class Features:
-    size: tuple[int, int]  # (width, height) of the resized image the points refer to
+    size: Size  # (width, height) of the resized image the points refer to
     points: np.ndarray  # (n, 2) float32
     descriptors: np.ndarray  # (n, 32) uint8
 
@@ -56,7 +59,7 @@ def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Feature
     grey = cv2.resize(grey, size, interpolation=interp)
     if min(size) < MIN_ORB_SIDE:  # a 400x1 strip: ORB's pyramid shrinks a side to 0 and OpenCV asserts
         return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
-    keypoints, desc = cv2.ORB_create(nfeatures=n_features).detectAndCompute(grey, None)
+    keypoints, desc = cv2.ORB.create(nfeatures=n_features).detectAndCompute(grey, None)
     if desc is None:
         return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     # Strongest first: the local-feature words (common.index.orb_words) come from the head of this list.
@@ -217,7 +220,14 @@ def unpack_thumb(blob: bytes) -> Thumb:
 _RING = np.ones((5, 5), np.uint8)
 
 
-def _warp(model: np.ndarray, qsize, tsize, qshape, tshape, plane: np.ndarray) -> tuple[np.ndarray, ...]:
+def _warp(
+    model: np.ndarray,
+    qsize: Size,
+    tsize: Size,
+    qshape: tuple[int, ...],
+    tshape: tuple[int, ...],
+    plane: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """`plane` (target thumbnail) resampled into the query thumbnail's frame, and the valid mask.
 
     When the target is shown smaller in the query (a screenshot, a pad), the plane is first reduced
@@ -262,7 +272,7 @@ def _background(thumb: Thumb) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (lw, lh), interpolation=cv2.INTER_NEAREST)
 
 
-def _footprint(model: np.ndarray, qsize, tsize) -> float:
+def _footprint(model: np.ndarray, qsize: Size, tsize: Size) -> float:
     """The candidate's long side as a share of the query's, once mapped into the query's frame."""
     scale = float(np.hypot(model[0, 0], model[1, 0]))  # query -> target
     return max(tsize) / max(scale, 1e-6) / max(qsize)
@@ -302,7 +312,7 @@ def _block_agreement(
 
 
 def photometric(
-    query: Thumb, target: Thumb, model: np.ndarray, qsize, tsize, fine: Thumb | None = None
+    query: Thumb, target: Thumb, model: np.ndarray, qsize: Size, tsize: Size, fine: Thumb | None = None
 ) -> Photometric:
     """Agreement of the query's thumbnail with the target's, warped by `model` (query -> target, in
     the ORB frames of sizes `qsize` and `tsize`). About 0.1-0.2 ms.
@@ -347,7 +357,18 @@ def _chroma_agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return corr, float(min(sa, sb) / max(sa, sb))
 
 
-def _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb, cvalid):
+def _swapped_backdrop(
+    query: Thumb,
+    target: Thumb,
+    model: np.ndarray,
+    qsize: Size,
+    tsize: Size,
+    warped: np.ndarray,
+    valid: np.ndarray,
+    cr: np.ndarray,
+    cb: np.ndarray,
+    cvalid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(luma-frame mask, chroma-frame mask) of the target's backdrop in the query's frame when the
     query shows it in another colour (a replaced background), else None."""
     bg = _background(target)

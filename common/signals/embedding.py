@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from common.errors import ConfigError, NeardupError
@@ -56,7 +57,7 @@ class InputSpec:
     std: tuple[float, float, float]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -69,7 +70,7 @@ def signal_name(sha256_hex: str) -> str:
     return f"{SIGNAL_PREFIX}{sha256_hex[:12]}@{SIGNAL_VERSION}"
 
 
-def signal_for(path: str | os.PathLike) -> str:
+def signal_for(path: str | os.PathLike[str]) -> str:
     try:
         return signal_name(file_sha256(path))
     except OSError as exc:
@@ -109,7 +110,7 @@ def input_spec(shape: list[Any], metadata: dict[str, str]) -> InputSpec:
     if "neardup.input_size" in metadata:
         height, width = _size(metadata["neardup.input_size"])
     elif hw[0] and hw[1]:
-        height, width = hw
+        height, width = hw[0], hw[1]
     else:
         height = width = DEFAULT_SIZE
     mean = _triple(metadata["neardup.mean"], "neardup.mean") if "neardup.mean" in metadata else IMAGENET_MEAN
@@ -142,7 +143,7 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """One image as the model's float32 input batch of 1 (garment region, resized, normalised)."""
     region = garment_region(image, spec.width / spec.height)
     small = region.resize((spec.width, spec.height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    x = np.asarray(small, dtype=np.float32) * (1.0 / 255.0)
+    x: np.ndarray = np.asarray(small, dtype=np.float32) * (1.0 / 255.0)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     if spec.layout == "NCHW":
         x = x.transpose(2, 0, 1)
@@ -167,7 +168,7 @@ def pack(unit: np.ndarray) -> bytes:
     if not 0 < len(v) <= MAX_DIM:
         raise EmbeddingError("bad_output", f"embedding of {len(v)} dimensions")
     scale = float(np.abs(v).max()) / 127.0 or 1.0
-    q = np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
+    q: npt.NDArray[np.int8] = np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
     return _HEADER.pack(_FORMAT, len(v), scale) + q.tobytes()
 
 
@@ -190,7 +191,7 @@ def packed_size(dim: int) -> int:
 
 
 def dimension_of(blob: bytes) -> int:
-    return _HEADER.unpack_from(blob)[1]
+    return int(_HEADER.unpack_from(blob)[1])
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Encoder:
     """One ONNX model in one process. ONNX Runtime sessions are thread-safe; each worker process is
     one of several per core, so the session runs on one thread (no oversubscription)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
         self.path = Path(path)
         try:
             import onnxruntime as ort
@@ -257,7 +258,7 @@ _encoders: dict[tuple[int, str], Encoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def encoder(path: str | os.PathLike, signal: str | None = None) -> Encoder:
+def encoder(path: str | os.PathLike[str], signal: str | None = None) -> Encoder:
     """This process's encoder for `path` (created on first use: after a fork, never inherited).
 
     `signal`: the name this process stores vectors under; a model file replaced on disk since then
@@ -274,7 +275,7 @@ def encoder(path: str | os.PathLike, signal: str | None = None) -> Encoder:
     return enc
 
 
-def check_model(path: str | os.PathLike) -> str:
+def check_model(path: str | os.PathLike[str]) -> str:
     """Validate a model at start (CLI): ConfigError with one clear line, else its signal name."""
     enc = Encoder(path)
     enc.check()

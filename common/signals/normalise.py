@@ -146,7 +146,7 @@ def restudioed(image: Image.Image) -> Image.Image | None:
     for x, y in seeds:
         if not mask[y + 1, x + 1]:
             cv2.floodFill(small, mask, (x, y), (0, 0, 0), step, step, flags)
-    back = mask[1:-1, 1:-1].astype(np.float32) / 255.0
+    back: np.ndarray = mask[1:-1, 1:-1].astype(np.float32) / 255.0
     if not FIXED.backdrop_min_share <= back.mean() <= FIXED.backdrop_max_share:
         return None  # no backdrop to speak of, or nothing left of a garment
     back = cv2.GaussianBlur(cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 1.0)[..., None]

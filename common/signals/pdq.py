@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 F32 = np.float32
 _MIN_DIM = 5  # the reference's MIN_HASHABLE_DIM: smaller images hash to zeros, quality 0
@@ -108,7 +109,7 @@ def _plan(n: int, w: int, keep: tuple[int, ...] | None) -> _Plan:
     src = np.concatenate([np.arange(h - 1, w), np.arange(w + 1, w + 2 * k, 2), np.arange(w + 2 * k, length)])
     size = np.concatenate([np.arange(h, w + 1), np.full(k, w), np.arange(w - 1, w - h, -1)]).astype(F32)
     full = keep is None
-    if not full:
+    if keep is not None:
         src, size = src[list(keep)], size[list(keep)]
     # Segments: equal blocks of ~sqrt(L) operands when every prefix is wanted (they are then scanned
     # side by side); otherwise segments ending exactly at the wanted operands (no scan needed).
@@ -240,15 +241,17 @@ def _dct16(a: np.ndarray) -> np.ndarray:
     prod = np.multiply(_D[:, :, None], a[None, :, :], order="C")  # [i, k, j] = D[i, k] A[k, j]
     t = np.add.reduce(prod, axis=1)
     prod2 = np.multiply(t[:, :, None], _DT[None, :, :], order="C")  # [i, k, j] = T[i, k] D[j, k]
-    return np.add.reduce(prod2, axis=1)
+    b: np.ndarray = np.add.reduce(prod2, axis=1)
+    return b
 
 
-def _bits(dct: np.ndarray) -> np.ndarray:
+def _bits(dct: np.ndarray) -> npt.NDArray[np.uint8]:
     """pdqBuffer16x16ToBits: 1 where a coefficient exceeds Torben's median (the 128th smallest of
     256), in pdqhash's output order (reversed coefficient index)."""
     flat = dct.ravel()
     median = np.partition(flat, 127)[127]
-    return (flat > median)[::-1].astype(np.uint8)
+    bits: npt.NDArray[np.uint8] = (flat > median)[::-1].astype(np.uint8)
+    return bits
 
 
 def _as_luma(image: np.ndarray, ws: _Workspace) -> np.ndarray:

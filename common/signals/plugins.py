@@ -55,7 +55,8 @@ class GarmentColour:
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
         hist = cv2.calcHist([hsv], [0, 1, 2], mask, list(self.BINS), [0, 180, 0, 256, 0, 256]).ravel()
         hist = hist / max(hist.sum(), 1.0)
-        return np.minimum(np.rint(hist * 255), 255).astype(np.uint8).tobytes()
+        packed: bytes = np.minimum(np.rint(hist * 255), 255).astype(np.uint8).tobytes()
+        return packed
 
     def compare(self, a: bytes, b: bytes) -> float:
         ha = np.frombuffer(a, np.uint8).astype(np.float32)
