@@ -28,19 +28,22 @@ DEVSET = ROOT.parent / "shared" / "devset"
 
 PARTS = [
     ("run_query", "querying.py", "run_query"),
-    ("  describe_bytes (decode + signals)", "pipeline.py", "describe_bytes"),
+    ("  describe_bytes (decode + signals)", "describe.py", "describe_bytes"),
     ("    decode", "imaging.py", "decode"),
-    ("    PDQ", "pipeline.py", "_pdq"),
+    ("    PDQ", "describe.py", "pdq_dihedral"),
     ("    ORB extract", "verify.py", "extract"),
+    ("    thumbnail", "verify.py", "thumbnail"),
     ("    trim box", "normalise.py", "trim_box"),
-    ("  fetch (read the file)", "fetch.py", "fetch_with_retries"),
+    ("    query-only views", "describe.py", "_query_views"),
+    ("  fetch (read the file)", "guarded.py", "fetch_with_retries"),
     ("  find_matches", "pipeline.py", "find_matches"),
     ("    scans", "pipeline.py", "_scan"),
     ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
-    ("      blobs (cache)", "blobcache.py", "blobs"),
+    ("    verification", "confirm.py", "verify_candidates"),
+    ("      blobs (cache)", "blob_cache.py", "blobs"),
     ("      blobs from Redis", "store.py", "blobs"),
     ("      ORB unpack", "verify.py", "unpack"),
+    ("      ORB stage", "confirm.py", "_orb_stage"),
     ("      ORB + RANSAC", "verify.py", "verify"),
     ("      photometric", "verify.py", "photometric"),
 ]
@@ -50,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--queries", type=int, default=700)
     ap.add_argument("--no-cache", action="store_true", help="blobs from Redis every time (no blob cache)")
+    ap.add_argument("--dump", type=Path, help="also write the cProfile stats there (pstats format)")
     args = ap.parse_args()
     if not DEVSET.is_dir():
         raise SystemExit(f"needs the devset at {DEVSET}")
@@ -104,6 +108,8 @@ def main() -> None:
         for q in queries:
             run_query({"path": str(q)}, snap, store, settings, cache=cache)
         prof.disable()
+        if args.dump:
+            prof.dump_stats(args.dump)
         stats = pstats.Stats(prof).stats
         rows = []
         for label, suffix, name in PARTS:
