@@ -31,6 +31,7 @@ from common.signals.signal_set import (
 log = logging.getLogger(__name__)
 
 Blobs = Callable[[str, list[str]], list[bytes | None]]
+_Later = Callable[[], "bytes | None"]  # a query signature made on first use (common.signals.lazy)
 _LOW_QUALITY = 50  # PDQ's own quality score; below it (flat images) PDQ agreement is not evidence
 
 
@@ -112,9 +113,9 @@ class _View:
 
     name: str  # "" for the straight view; else the flag a match by it carries in its signals
     pdq: bytes | None
-    orb: bytes | None
+    orb: bytes | _Later | None
     thumb_blob: bytes | None
-    fine_blob: bytes | None
+    fine_blob: bytes | _Later | None
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
     flip: bool = False  # the thumbnails are the straight query's, mirrored on use
@@ -126,9 +127,10 @@ class _View:
         return self._cache[key]
 
     def features(self) -> verify.Features:
-        return self._get("orb", lambda: verify.unpack(self.orb))
+        return self._get("orb", lambda: verify.unpack(_made(self.orb)))
 
-    def _thumb(self, blob: bytes | None) -> verify.Thumb | None:
+    def _thumb(self, blob: bytes | _Later | None) -> verify.Thumb | None:
+        blob = _made(blob)
         thumb = verify.unpack_thumb(blob) if blob is not None else None
         return _mirrored_thumb(thumb) if self.flip else thumb
 
@@ -139,15 +141,24 @@ class _View:
         return self._get("fine", lambda: self._thumb(self.fine_blob))
 
 
+def _later(query: dict[str, bytes], key: str) -> _Later | None:
+    """The query's `key`, read (and so made) only when a candidate needs it; None when it has none."""
+    return (lambda: query.get(key)) if key in query else None
+
+
+def _made(blob: bytes | _Later | None) -> bytes | None:
+    return blob() if callable(blob) else blob
+
+
 def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
-    thumb, fine = query.get(THUMB), query.get(THUMB_FINE)
+    thumb, fine = query.get(THUMB), _later(query, THUMB_FINE)
     views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
     if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
         # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
         # cost: its keypoints only for the candidates the mirrored views brought.
         mirrored = alt_rows.get("mirrored", set())
         views.append(
-            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), thumb, fine, mirrored,
+            _View("mirrored", query.get(PDQ_MIRROR_KEY), _later(query, ORB_MIRROR), thumb, fine, mirrored,
                   rule.pdq_mirror_max, flip=True)
         )  # fmt: skip
     if ORB_BACKDROP in query:

@@ -4,6 +4,7 @@ decode into a working copy that every signal reads. Which signals: the SignalSet
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import imagehash
 import numpy as np
@@ -14,6 +15,7 @@ from common.match import verify
 from common.signals import embedding, normalise, pdq
 from common.signals import plugins as plugin_registry
 from common.signals.imaging import decode
+from common.signals.lazy import LazySignatures
 from common.signals.signal_set import (
     DEFAULT,
     DHASH_BACKDROP,
@@ -134,7 +136,8 @@ def describe(
         assert signals.embedding_model is not None
         sigs[signals.embedding] = embedding.encoder(signals.embedding_model, signals.embedding).embed(work)
     if query:
-        sigs.update(_query_views(work, pdq_views))
+        ready, later = _query_views(work, pdq_views)
+        return LazySignatures({**sigs, **ready}, later)
     return sigs
 
 
@@ -162,17 +165,23 @@ def _phash_grey(grey: Image.Image) -> Image.Image:
     return grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP)
 
 
-def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
+def _query_views(
+    work: Image.Image, pdq_views: list[bytes]
+) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
     """What only a query needs (never stored): its mirror's hashes and ORB keypoints, for mirrored
-    copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
+    copies, and a finer thumbnail, for a photo shown small inside a larger frame (a screenshot).
+    (made now, made on first use): the mirror's keypoints and the fine thumbnail are read only when
+    a candidate needs them (common.signals.lazy)."""
     mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    grey = mirror.convert("L")
+    mirror_grey = mirror.convert("L")
     out = {
-        DHASH_MIRROR: pack64(_dhash_gap(grey)),
-        PHASH_MIRROR: pack64(_phash32(_phash_grey(grey))),
+        DHASH_MIRROR: pack64(_dhash_gap(mirror_grey)),
+        PHASH_MIRROR: pack64(_phash32(_phash_grey(mirror_grey))),
         PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
-        ORB_MIRROR: verify.pack(verify.extract(mirror)),
-        THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
+    }
+    later: dict[str, Callable[[], bytes]] = {
+        ORB_MIRROR: lambda: verify.pack(verify.extract(mirror_grey)),  # what extract would convert
+        THUMB_FINE: lambda: verify.thumbnail(work, verify.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
     if studio is not None:
@@ -184,4 +193,4 @@ def _query_views(work: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
             ORB_BACKDROP: verify.pack(verify.extract(studio)),
             THUMB_BACKDROP: verify.thumbnail(studio),
         })  # fmt: skip
-    return out
+    return out, later
