@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.index import orb_words
 from common.match import verify
-from common.signals import embedding, normalise, pdq
+from common.signals import embedding, normalise, pdq, pdq_fast
 from common.signals import plugins as plugin_registry
 from common.signals.imaging import decode
 from common.signals.lazy import LazySignatures
@@ -53,9 +53,9 @@ PDQ_MIRROR = 5
 def pdq_dihedral(image: Image.Image | np.ndarray) -> list[bytes]:
     """PDQ of `image` (or its (h, w, 3) uint8 RGB array) and of its seven rotations/mirrors (one DCT),
     as 33-byte blobs; [0] is the stored PDQ. common.signals.pdq is bit-identical to pdqhash
-    (tests/unit/test_pdq.py): pdq256@1."""
+    (tests/unit/test_pdq.py): pdq256@1; pdqhash itself runs it when installed (pdq_fast)."""
     rgb = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB"))
-    hashes, quality = pdq.compute_dihedral(rgb)
+    hashes, quality = pdq_fast.compute_dihedral(rgb)
     q = bytes([max(0, min(100, int(quality)))])
     return [pdq.pack(h) + q for h in hashes]
 
