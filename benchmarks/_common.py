@@ -160,7 +160,7 @@ MATCH_PARTS = [
     ("  find_matches", "pipeline.py", "find_matches"),
     ("    scans", "pipeline.py", "_scan"),
     ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "pipeline.py", "_verify"),
+    ("    verification", "confirm.py", "verify_candidates"),
 ]
 
 

@@ -26,16 +26,19 @@ DEVSET = ROOT.parent / "shared" / "devset"
 
 PARTS = [
     ("run_query", "querying.py", "run_query"),
-    ("  describe_bytes (decode + signals)", "pipeline.py", "describe_bytes"),
+    ("  describe_bytes (decode + signals)", "describe.py", "describe_bytes"),
     ("    decode", "imaging.py", "decode"),
-    ("    PDQ", "pipeline.py", "_pdq"),
+    ("    PDQ", "describe.py", "pdq_dihedral"),
     ("    ORB extract", "verify.py", "extract"),
+    ("    thumbnail", "verify.py", "thumbnail"),
     ("    trim box", "normalise.py", "trim_box"),
-    ("  fetch (read the file)", "fetch.py", "fetch_with_retries"),
+    ("    query-only views", "describe.py", "_query_views"),
+    ("  fetch (read the file)", "guarded.py", "fetch_with_retries"),
     *MATCH_PARTS,
-    ("      blobs (cache)", "blobcache.py", "blobs"),
+    ("      blobs (cache)", "blob_cache.py", "blobs"),
     ("      blobs from Redis", "store.py", "blobs"),
     ("      ORB unpack", "verify.py", "unpack"),
+    ("      ORB stage", "confirm.py", "_orb_stage"),
     ("      ORB + RANSAC", "verify.py", "verify"),
     ("      photometric", "verify.py", "photometric"),
 ]

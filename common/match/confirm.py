@@ -36,6 +36,7 @@ Blobs = Callable[[str, list[str]], list[bytes | None]]
 # What confirmed a match, signal by signal (a match's "signals" in a detailed result): distances and
 # counts ({"pdq": 12, "orb_inliers": 31}), agreement ({"photo": 0.93}), view flags ({"mirrored": True}).
 Evidence = dict[str, int | float | bool]
+_Later = Callable[[], "bytes | None"]  # a query signature made on first use (common.signals.lazy)
 _T = TypeVar("_T")
 _LOW_QUALITY = FIXED.pdq_min_quality  # below it (flat images) PDQ agreement is not evidence
 
@@ -119,9 +120,9 @@ class _View:
 
     name: str  # "" for the straight view; else the flag a match by it carries in its signals
     pdq: bytes | None
-    orb: bytes | None
+    orb: bytes | _Later | None
     thumb_blob: bytes | None
-    fine_blob: bytes | None
+    fine_blob: bytes | _Later | None
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
     flip: bool = False  # the thumbnails are the straight query's, mirrored on use
@@ -133,11 +134,10 @@ class _View:
         return cast(_T, self._cache[key])  # each key is always made by the same `make`
 
     def features(self) -> verify.Features:
-        orb = self.orb
-        assert orb is not None  # asked only of views that carry keypoints
-        return self._get("orb", lambda: verify.unpack(orb))
+        return self._get("orb", lambda: verify.unpack(_keypoints(self.orb)))
 
-    def _thumb(self, blob: bytes | None) -> verify.Thumb | None:
+    def _thumb(self, blob: bytes | _Later | None) -> verify.Thumb | None:
+        blob = _made(blob)
         thumb = verify.unpack_thumb(blob) if blob is not None else None
         return _mirrored_thumb(thumb) if self.flip else thumb
 
@@ -148,15 +148,30 @@ class _View:
         return self._get("fine", lambda: self._thumb(self.fine_blob))
 
 
+def _later(query: dict[str, bytes], key: str) -> _Later | None:
+    """The query's `key`, read (and so made) only when a candidate needs it; None when it has none."""
+    return (lambda: query.get(key)) if key in query else None
+
+
+def _made(blob: bytes | _Later | None) -> bytes | None:
+    return blob() if callable(blob) else blob
+
+
+def _keypoints(blob: bytes | _Later | None) -> bytes:
+    made = _made(blob)
+    assert made is not None  # asked only of views that carry keypoints
+    return made
+
+
 def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
-    thumb, fine = query.get(THUMB), query.get(THUMB_FINE)
+    thumb, fine = query.get(THUMB), _later(query, THUMB_FINE)
     views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
     if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
         # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
         # cost: its keypoints only for the candidates the mirrored views brought.
         mirrored = alt_rows.get("mirrored", set())
         views.append(
-            _View("mirrored", query.get(PDQ_MIRROR_KEY), query.get(ORB_MIRROR), thumb, fine, mirrored,
+            _View("mirrored", query.get(PDQ_MIRROR_KEY), _later(query, ORB_MIRROR), thumb, fine, mirrored,
                   rule.pdq_mirror_max, flip=True)
         )  # fmt: skip
     if ORB_BACKDROP in query:

@@ -4,6 +4,7 @@ decode into a working copy that every signal reads. Which signals: the SignalSet
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import imagehash
 import numpy as np
@@ -11,9 +12,10 @@ from PIL import Image
 
 from common.index import orb_words
 from common.match import verify
-from common.signals import embedding, normalise, pdq
+from common.signals import embedding, normalise, pdq, pdq_fast
 from common.signals import plugins as plugin_registry
 from common.signals.imaging import decode
+from common.signals.lazy import LazySignatures
 from common.signals.signal_set import (
     DEFAULT,
     DHASH_BACKDROP,
@@ -51,9 +53,9 @@ PDQ_MIRROR = 5
 def pdq_dihedral(image: Image.Image | np.ndarray) -> list[bytes]:
     """PDQ of `image` (or its (h, w, 3) uint8 RGB array) and of its seven rotations/mirrors (one DCT),
     as 33-byte blobs; [0] is the stored PDQ. common.signals.pdq is bit-identical to pdqhash
-    (tests/unit/test_pdq.py): pdq256@1."""
+    (tests/unit/test_pdq.py): pdq256@1; pdqhash itself runs it when installed (pdq_fast)."""
     rgb = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB"))
-    hashes, quality = pdq.compute_dihedral(rgb)
+    hashes, quality = pdq_fast.compute_dihedral(rgb)
     q = bytes([max(0, min(100, int(quality)))])
     return [pdq.pack(h) + q for h in hashes]
 
@@ -133,7 +135,8 @@ def describe(
         assert signals.embedding_model is not None
         sigs[signals.embedding] = embedding.encoder(signals.embedding_model, signals.embedding).embed(work)
     if query:
-        sigs.update(_query_views(work))
+        ready, later = _query_views(work)
+        return LazySignatures({**sigs, **ready}, later)
     return sigs
 
 
@@ -175,13 +178,16 @@ def _mirror_hashes(grey: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes
     }
 
 
-def _query_views(work: Image.Image) -> dict[str, bytes]:
+def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
     """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
-    finer thumbnail, for a photo shown small inside a larger frame (a screenshot)."""
-    mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    out = {
-        ORB_MIRROR: verify.pack(verify.extract(mirror)),
-        THUMB_FINE: verify.thumbnail(work, verify.FINE_SIDE),
+    finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
+    use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
+    backdrop's views (made now)."""
+    mirror_grey = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
+    out: dict[str, bytes] = {}
+    later: dict[str, Callable[[], bytes]] = {
+        ORB_MIRROR: lambda: verify.pack(verify.extract(mirror_grey)),  # what extract would convert
+        THUMB_FINE: lambda: verify.thumbnail(work, verify.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
     if studio is not None:
@@ -193,4 +199,4 @@ def _query_views(work: Image.Image) -> dict[str, bytes]:
             ORB_BACKDROP: verify.pack(verify.extract(studio)),
             THUMB_BACKDROP: verify.thumbnail(studio),
         })  # fmt: skip
-    return out
+    return out, later
