@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 import cv2
 import numpy as np
 
-from common.match import verify
+from common.match import photometric, verify
 from common.match.presets import FIXED, Rule
 from common.signals.signal_set import (
     ORB,
@@ -58,7 +58,7 @@ def _pdq_confirms(
 
 def _orb_confirms(
     q_feat: verify.Features,
-    q_thumb: verify.Thumb | None,
+    q_thumb: photometric.Thumb | None,
     t_orb: bytes | None,
     thumb_of: Callable[[], bytes | None],
     rule: Rule,
@@ -77,7 +77,8 @@ def _orb_confirms(
         return extra
     assert verdict.model is not None  # a verdict that passes carries its transform
     t_feat_size = verify.unpack_size(t_orb)
-    photo = verify.photometric(q_thumb, verify.unpack_thumb(t_thumb), verdict.model, q_feat.size, t_feat_size)
+    t_photo = photometric.unpack_thumb(t_thumb)
+    photo = photometric.photometric(q_thumb, t_photo, verdict.model, q_feat.size, t_feat_size)
     if not photo.passes(rule.photo_min):
         return None
     return {**extra, "photo": round(photo.luma, 3), "chroma": round(photo.chroma_corr, 3)}
@@ -106,11 +107,11 @@ def _same_frame(qsize: tuple[int, int], tsize: tuple[int, int]) -> verify.Verdic
     return verify.Verdict(0, 0, True, model)
 
 
-def _mirrored_thumb(thumb: verify.Thumb | None) -> verify.Thumb | None:
+def _mirrored_thumb(thumb: photometric.Thumb | None) -> photometric.Thumb | None:
     if thumb is None:
         return None
     luma, chroma = thumb.luma[:, ::-1], thumb.chroma[:, ::-1]
-    return verify.Thumb(np.ascontiguousarray(luma), np.ascontiguousarray(chroma))
+    return photometric.Thumb(np.ascontiguousarray(luma), np.ascontiguousarray(chroma))
 
 
 @dataclass
@@ -136,15 +137,15 @@ class _View:
     def features(self) -> verify.Features:
         return self._get("orb", lambda: verify.unpack(_keypoints(self.orb)))
 
-    def _thumb(self, blob: bytes | _Later | None) -> verify.Thumb | None:
+    def _thumb(self, blob: bytes | _Later | None) -> photometric.Thumb | None:
         blob = _made(blob)
-        thumb = verify.unpack_thumb(blob) if blob is not None else None
+        thumb = photometric.unpack_thumb(blob) if blob is not None else None
         return _mirrored_thumb(thumb) if self.flip else thumb
 
-    def thumb(self) -> verify.Thumb | None:
+    def thumb(self) -> photometric.Thumb | None:
         return self._get("thumb", lambda: self._thumb(self.thumb_blob))
 
-    def fine(self) -> verify.Thumb | None:
+    def fine(self) -> photometric.Thumb | None:
         return self._get("fine", lambda: self._thumb(self.fine_blob))
 
 
@@ -288,9 +289,9 @@ def _photo_stage(
                 q_thumb = view.thumb()
                 # a thumbnail blob unpacks to a thumbnail; every verdict here carries its transform
                 assert q_thumb is not None and verdict.model is not None
-                photo = verify.photometric(
+                photo = photometric.photometric(
                     q_thumb,
-                    verify.unpack_thumb(t_thumb),
+                    photometric.unpack_thumb(t_thumb),
                     verdict.model,
                     views[0].features().size,
                     verify.unpack_size(blob),
@@ -329,7 +330,7 @@ def verify_pairs(
     orb = dict(zip(uniq, blobs(ORB, uniq), strict=True))
     thumbs = dict(zip(uniq, blobs(THUMB, uniq), strict=True))
     features: dict[str, verify.Features] = {}
-    thumb_cache: dict[str, verify.Thumb | None] = {}
+    thumb_cache: dict[str, photometric.Thumb | None] = {}
 
     def feat(pid: str) -> verify.Features:
         if pid not in features:
@@ -338,10 +339,10 @@ def verify_pairs(
             features[pid] = verify.unpack(blob)
         return features[pid]
 
-    def thumb(pid: str) -> verify.Thumb | None:
+    def thumb(pid: str) -> photometric.Thumb | None:
         if pid not in thumb_cache:
             blob = thumbs[pid]
-            thumb_cache[pid] = verify.unpack_thumb(blob) if blob is not None else None
+            thumb_cache[pid] = photometric.unpack_thumb(blob) if blob is not None else None
         return thumb_cache[pid]
 
     out: list[tuple[str, Evidence] | None] = []

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from common.index import orb_words
-from common.match import verify
+from common.match import photometric, verify
 from common.signals import embedding, normalise, pdq, pdq_fast
 from common.signals import plugins as plugin_registry
 from common.signals.imaging import decode
@@ -127,7 +127,7 @@ def describe(
     sigs[SHA] = digest[:8]
     features = verify.extract(grey)
     sigs[ORB] = verify.pack(features)
-    sigs[THUMB] = verify.thumbnail(rgb)
+    sigs[THUMB] = photometric.thumbnail(rgb)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in signals.plugins:
         sigs[plugin_registry.key(plugin)] = plugin.describe(work)
@@ -187,7 +187,7 @@ def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callabl
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
         ORB_MIRROR: lambda: verify.pack(verify.extract(mirror_grey)),  # what extract would convert
-        THUMB_FINE: lambda: verify.thumbnail(work, verify.FINE_SIDE),
+        THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
     if studio is not None:
@@ -197,6 +197,6 @@ def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callabl
             PHASH_BACKDROP: pack64(_phash32(_phash_grey(grey))),
             PDQ_BACKDROP: pdq_dihedral(studio)[0],
             ORB_BACKDROP: verify.pack(verify.extract(studio)),
-            THUMB_BACKDROP: verify.thumbnail(studio),
+            THUMB_BACKDROP: photometric.thumbnail(studio),
         })  # fmt: skip
     return out, later

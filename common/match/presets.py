@@ -114,7 +114,7 @@ class Thresholds:
     max_area: float = 2.6  # ... and at most
     max_anisotropy: float = 1.3  # affine fits: ratio of the singular values (stretch, keystone) at most this
 
-    # --- Photometric check after alignment (common.match.verify.photometric) -----------------------
+    # --- Photometric check after alignment (common.match.photometric.photometric) ----------------
     # Measured on the devset / generated sets (scratch-accuracy/thumb): true ORB-confirmed pairs keep
     # chroma corr >= 0.7 and energy ratio >= 0.55; the luma share is the presets' photo_min.
     block_texture: float = 3.0  # grey-level std below which a block (in both images) is flat: not evidence

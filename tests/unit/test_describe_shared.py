@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.match import describe, verify
+from common.match import describe, photometric, verify
 from common.signals import normalise
 
 _TOL, _KEEP = 10, 0.97
@@ -74,6 +74,6 @@ def test_signals_take_the_shared_copies_without_changing_a_bit() -> None:
     image = Image.fromarray(_bordered(rng, 400, 500, 30, 20, 250))
     rgb, grey = np.asarray(image), image.convert("L")
     assert normalise.trim_box(rgb) == normalise.trim_box(image)
-    assert verify.thumbnail(rgb) == verify.thumbnail(image)
+    assert photometric.thumbnail(rgb) == photometric.thumbnail(image)
     assert verify.pack(verify.extract(grey)) == verify.pack(verify.extract(image))
     assert describe.pdq_dihedral(rgb) == describe.pdq_dihedral(image)

@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 from PIL import Image
 
-from common.match import describe, verify
+from common.match import describe, photometric, verify
 from common.signals import signal_set
 from common.signals.lazy import LazySignatures
 from tests.support import samplegen
@@ -72,6 +72,6 @@ def test_a_query_makes_its_mirror_keypoints_and_fine_thumbnail_on_use() -> None:
     work = describe.normalise.despeckled(describe.working_copy(Image.open(io.BytesIO(data)).convert("RGB")))
     mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     assert query[signal_set.ORB_MIRROR] == verify.pack(verify.extract(mirror))
-    assert query[signal_set.THUMB_FINE] == verify.thumbnail(work, verify.FINE_SIDE)
+    assert query[signal_set.THUMB_FINE] == photometric.thumbnail(work, photometric.FINE_SIDE)
     stored = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
     assert type(stored) is dict  # ingest: nothing deferred

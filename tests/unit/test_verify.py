@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from common.match import verify
+from common.match import photometric, verify
 from tests.support import samplegen
 
 
@@ -58,12 +58,15 @@ def test_photometric_check_follows_the_alignment(photos: list[Image.Image]) -> N
     fq, ft = verify.extract(crop, verify.QUERY_FEATURES), verify.extract(im)
     verdict = verify.verify(fq, ft)
     assert verdict.passes(15) and verdict.model is not None
-    tq, tt = verify.unpack_thumb(verify.thumbnail(crop)), verify.unpack_thumb(verify.thumbnail(im))
-    assert max(tt.luma.shape) == verify.THUMB_SIDE
-    same = verify.photometric(tq, tt, verdict.model, fq.size, ft.size)
+    tq, tt = (
+        photometric.unpack_thumb(photometric.thumbnail(crop)),
+        photometric.unpack_thumb(photometric.thumbnail(im)),
+    )
+    assert max(tt.luma.shape) == photometric.THUMB_SIDE
+    same = photometric.photometric(tq, tt, verdict.model, fq.size, ft.size)
     assert same.passes(0.75), same
     # the same alignment against a grey, flipped copy's pixels does not agree
-    other = verify.unpack_thumb(
-        verify.thumbnail(ImageOps.mirror(ImageOps.grayscale(photos[1]).convert("RGB")))
+    other = photometric.unpack_thumb(
+        photometric.thumbnail(ImageOps.mirror(ImageOps.grayscale(photos[1]).convert("RGB")))
     )
-    assert not verify.photometric(tq, other, verdict.model, fq.size, ft.size).passes(0.6)
+    assert not photometric.photometric(tq, other, verdict.model, fq.size, ft.size).passes(0.6)
