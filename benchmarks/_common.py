@@ -155,22 +155,60 @@ def cpu_profile(fn: Callable[[], object]) -> cProfile.Profile:
     return prof
 
 
-# profile_rows' parts of find_matches (common.match.pipeline), as the query profiles list them.
-MATCH_PARTS = [
-    ("  find_matches", "pipeline.py", "find_matches"),
-    ("    scans", "pipeline.py", "_scan"),
-    ("    word candidates", "pipeline.py", "_word_candidates"),
-    ("    verification", "confirm.py", "verify_candidates"),
-]
+# Every part a profile can list, once: label -> (file suffix, function name). A profile names the
+# labels it shows (indent = nesting); a part this version does not have is simply not listed.
+PARTS: dict[str, tuple[str, str]] = {
+    "decode": ("imaging.py", "decode"),
+    "describe_bytes (decode + signals)": ("describe.py", "describe_bytes"),
+    "describe": ("describe.py", "describe"),
+    "PDQ (dihedral)": ("describe.py", "pdq_dihedral"),
+    "draft hashes (dHash, pHash, crops)": ("describe.py", "_draft_hashes"),
+    "pHash": ("describe.py", "_phash"),
+    "pHash (of the 32x32 copy)": ("describe.py", "_phash32"),
+    "dHash (primary)": ("signatures.py", "dhash64"),
+    "dHash (box-reduced views)": ("describe.py", "_dhash_gap"),
+    "mirror hashes": ("describe.py", "_mirror_hashes"),
+    "query-only views": ("describe.py", "_query_views"),
+    "trim box": ("normalise.py", "trim_box"),
+    "trim: depth": ("normalise.py", "depth"),
+    "ORB extract": ("verify.py", "extract"),
+    "ORB pack": ("verify.py", "pack"),
+    "ORB unpack": ("verify.py", "unpack"),
+    "ORB + RANSAC": ("verify.py", "verify"),
+    "ORB words": ("orb_words.py", "words_of"),
+    "thumbnail": ("photometric.py", "thumbnail"),
+    "photometric": ("photometric.py", "photometric"),
+    "PIL resize (all)": ("Image.py", "resize"),
+    "PIL reduce (all)": ("Image.py", "reduce"),
+    "PIL convert (all)": ("Image.py", "convert"),
+    "cv2.resize (all)": ("~", "<built-in method cv2.resize>"),
+    "fetch (read the file)": ("guarded.py", "fetch_with_retries"),
+    "run_query": ("querying.py", "run_query"),
+    "parse_request": ("querying.py", "parse_request"),
+    "indexed_signatures": ("querying.py", "indexed_signatures"),
+    "blobs_of (Redis)": ("store.py", "blobs_of"),
+    "find_matches": ("pipeline.py", "find_matches"),
+    "scans": ("pipeline.py", "_scan"),
+    "word candidates": ("pipeline.py", "_word_candidates"),
+    "verification": ("confirm.py", "verify_candidates"),
+    "ORB stage": ("confirm.py", "_orb_stage"),
+    "blobs (cache)": ("blob_cache.py", "blobs"),
+    "blobs from Redis": ("store.py", "blobs"),
+    "ranked": ("pipeline.py", "_ranked"),
+    "snapshot sync": ("index_cache.py", "snapshot"),
+}
+# find_matches and its parts, as the query profiles list them (under a run_query line).
+MATCH_PARTS = ["  find_matches", "    scans", "    word candidates", "    verification"]
 
 
-def profile_rows(prof: cProfile.Profile, parts: Sequence[tuple[str, str, str]], n: int) -> list[list[object]]:
-    """[label, calls per item, cumulative CPU ms per item] of each (label, file suffix, function name)
-    in `parts` that ran, over n items; a name this version does not have is simply not listed."""
+def profile_rows(prof: cProfile.Profile, labels: Sequence[str], n: int) -> list[list[object]]:
+    """[label, calls per item, cumulative CPU ms per item] of each PARTS label in `labels` that ran,
+    over n items; a name this version does not have is simply not listed."""
     # {(file, line, name): (cc, nc, tt, ct, callers)}: pstats keeps it, typeshed does not declare it
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     rows: list[list[object]] = []
-    for label, suffix, name in parts:
+    for label in labels:
+        suffix, name = PARTS[label.strip()]
         hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.endswith(suffix)]
         if hits:
             calls, cum = sum(h[0] for h in hits), sum(h[1] for h in hits)

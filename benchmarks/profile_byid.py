@@ -19,14 +19,8 @@ from _common import MATCH_PARTS, cpu_profile, machine, mean_median, planted_hash
 from _stack import BenchStack
 
 PARTS = [
-    ("run_query", "querying.py", "run_query"),
-    ("  parse_request", "querying.py", "parse_request"),
-    ("  indexed_signatures", "querying.py", "indexed_signatures"),
-    ("    blobs_of (Redis)", "store.py", "blobs_of"),
-    *MATCH_PARTS,
-    ("      blobs (Redis)", "store.py", "blobs"),
-    ("    ranked", "pipeline.py", "_ranked"),
-    ("  snapshot sync", "index_cache.py", "snapshot"),
+    "run_query", "  parse_request", "  indexed_signatures", "    blobs_of (Redis)", *MATCH_PARTS,
+    "      blobs from Redis", "    ranked", "  snapshot sync",
 ]
 
 

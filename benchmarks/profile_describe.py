@@ -19,27 +19,12 @@ from _common import cpu_profile, machine, photo_jpeg, profile_rows, table
 from common.match import describe
 from common.signals import signal_set
 
-# (label, file suffix, function name): the parts a describe is made of, before and after the
-# shared pyramid; names that do not exist in this version are simply not listed.
+# The labels of _common.PARTS a describe is made of (indent = what calls what).
 PARTS = [
-    ("decode (guarded, draft)", "imaging.py", "decode"),
-    ("describe total", "pipeline.py", "describe"),
-    ("PDQ", "pipeline.py", "_pdq"),
-    ("trim box", "normalise.py", "trim_box"),
-    ("  trim: depth", "normalise.py", "depth"),
-    ("pHash", "pipeline.py", "_phash"),
-    ("pHash (of the 32x32 copy)", "pipeline.py", "_phash32"),
-    ("dHash (primary)", "signatures.py", "dhash64"),
-    ("dHash (box-reduced views)", "pipeline.py", "_dhash_gap"),
-    ("ORB extract", "verify.py", "extract"),
-    ("ORB pack", "verify.py", "pack"),
-    ("thumbnail", "verify.py", "thumbnail"),
-    ("ORB words", "localindex.py", "words_of"),
-    ("pyramid", "pyramid.py", "build"),
-    ("PIL resize (all)", "Image.py", "resize"),
-    ("PIL reduce (all)", "Image.py", "reduce"),
-    ("PIL convert (all)", "Image.py", "convert"),
-    ("cv2.resize (all)", "~", "<built-in method cv2.resize>"),
+    "decode", "describe", "  PDQ (dihedral)", "  draft hashes (dHash, pHash, crops)", "    pHash",
+    "    pHash (of the 32x32 copy)", "    dHash (primary)", "    dHash (box-reduced views)",
+    "  mirror hashes", "  trim box", "    trim: depth", "  ORB extract", "  ORB pack", "  ORB words",
+    "  thumbnail", "PIL resize (all)", "PIL reduce (all)", "PIL convert (all)", "cv2.resize (all)",
 ]
 
 

@@ -25,22 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEVSET = ROOT.parent / "shared" / "devset"
 
 PARTS = [
-    ("run_query", "querying.py", "run_query"),
-    ("  describe_bytes (decode + signals)", "describe.py", "describe_bytes"),
-    ("    decode", "imaging.py", "decode"),
-    ("    PDQ", "describe.py", "pdq_dihedral"),
-    ("    ORB extract", "verify.py", "extract"),
-    ("    thumbnail", "verify.py", "thumbnail"),
-    ("    trim box", "normalise.py", "trim_box"),
-    ("    query-only views", "describe.py", "_query_views"),
-    ("  fetch (read the file)", "guarded.py", "fetch_with_retries"),
-    *MATCH_PARTS,
-    ("      blobs (cache)", "blob_cache.py", "blobs"),
-    ("      blobs from Redis", "store.py", "blobs"),
-    ("      ORB unpack", "verify.py", "unpack"),
-    ("      ORB stage", "confirm.py", "_orb_stage"),
-    ("      ORB + RANSAC", "verify.py", "verify"),
-    ("      photometric", "verify.py", "photometric"),
+    "run_query", "  describe_bytes (decode + signals)", "    decode", "    PDQ (dihedral)",
+    "    ORB extract", "    thumbnail", "    trim box", "    query-only views", "  fetch (read the file)",
+    *MATCH_PARTS, "      blobs (cache)", "      blobs from Redis", "      ORB unpack", "      ORB stage",
+    "      ORB + RANSAC", "      photometric",
 ]
 
 
