@@ -21,7 +21,7 @@ from common.config.settings import Settings
 from common.errors import ConfigError, NeardupError
 from producer import lifecycle, stop_signals
 from producer.catalog import CatalogError
-from producer.commands.console import DEFAULT_OUTPUT, EXIT_UNREACHABLE, EXIT_USAGE, say
+from producer.commands.console import DEFAULT_OUTPUT, EXIT_UNREACHABLE, EXIT_USAGE, Unavailable, say
 from producer.commands.dedup import cmd_dedup
 from producer.commands.ingest import cmd_ingest
 from producer.commands.query import cmd_query, cmd_run
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeardupError as exc:  # bad input or configuration: BadRequest (an id), ConfigError
         say(f"neardup: {exc}")
         return EXIT_USAGE
-    except RuntimeError as exc:  # also producer.connection.Unreachable and producer.jobs.Stalled
+    except Unavailable as exc:  # Unreachable, Stalled, StackFailed; any other error is a bug: its traceback
         say(f"neardup: {exc}")
         return EXIT_UNREACHABLE
     except KeyboardInterrupt as exc:

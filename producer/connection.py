@@ -10,9 +10,10 @@ from common.config.redis_urls import REDIS_PY_SCHEMES, for_redis_py
 from common.config.settings import Settings
 from common.index.store import IndexStore
 from common.signals import signal_set
+from producer.commands.console import Unavailable
 
 
-class Unreachable(RuntimeError):
+class Unreachable(Unavailable):
     """Redis or the broker did not answer: a clear message instead of a hang."""
 
 

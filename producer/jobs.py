@@ -18,13 +18,14 @@ from tqdm import tqdm
 from common.config import tasks
 from common.index import keys
 from common.index.store import IndexStore
+from producer.commands.console import Unavailable
 
 QUERY_CHUNK = 32
 JOB_TTL = 7 * 24 * 3600  # as long as the workers keep a job's sets
 KOMBU_PRIORITY_SEP = "\x06\x16"
 
 
-class Stalled(RuntimeError):
+class Stalled(Unavailable):
     """No progress and no worker to make any."""
 
 

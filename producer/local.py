@@ -18,7 +18,7 @@ from common.config.settings import Settings
 from common.index import keys
 from producer.children import die_with_parent
 from producer.datadir_lock import DataDirLock
-from producer.redis_server import RedisServer
+from producer.redis_server import RedisServer, StackFailed
 from producer.stop_signals import deferred
 
 
@@ -204,7 +204,7 @@ class LocalStack:
             while pending and time.monotonic() < deadline:
                 dead = [w for w in pending.values() if not w.alive()]
                 if dead:
-                    raise RuntimeError(f"a worker exited at start; see {dead[0].log_path}")
+                    raise StackFailed(f"a worker exited at start; see {dead[0].log_path}")
                 names = list(pending)
                 for name, ready in zip(names, r.mget(names), strict=True):
                     if ready is not None:
@@ -213,7 +213,7 @@ class LocalStack:
         finally:
             r.close()
         if pending:
-            raise RuntimeError(
+            raise StackFailed(
                 f"workers did not answer within {timeout} s; see {self.base.data_dir / 'worker.log'}"
             )
         if self.workers:

