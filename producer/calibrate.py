@@ -21,6 +21,7 @@ from common.match import calibration
 from common.match.calibration import Labelled, Point
 from common.signals import signal_set
 from producer import jobs
+from producer.commands import options
 from producer.commands.console import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, say
 from producer.session import open_session
 
@@ -38,10 +39,12 @@ def add_parser(sub: argparse._SubParsersAction, common_job_args: Callable) -> No
     p.add_argument(
         "--held-out", type=_held_out, default=0.5, help="share of queries kept apart to check the choice"
     )
-    from producer.cli import _preset  # cli is loaded by now: it calls this while building its parser
 
     p.add_argument(
-        "--preset", type=_preset, default=None, help="preset of the other stages (default NEARDUP_PRESET)"
+        "--preset",
+        type=options.preset,
+        default=None,
+        help="preset of the other stages (default NEARDUP_PRESET)",
     )
     p.add_argument("--write", action="store_true", help="store the threshold with the index")
     common_job_args(p)

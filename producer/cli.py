@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
-from common.config import values
 from common.config.settings import Settings
 from common.errors import ConfigError, NeardupError
 from producer import lifecycle, stop_signals
 from producer.catalog import CatalogError
+from producer.commands import options
 from producer.commands.console import DEFAULT_OUTPUT, EXIT_UNREACHABLE, EXIT_USAGE, Unavailable, say
 from producer.commands.dedup import cmd_dedup
 from producer.commands.ingest import cmd_ingest
@@ -31,27 +30,6 @@ from producer.commands.worker import cmd_flower, cmd_worker
 from producer.datadir_lock import DataDirBusy
 
 # -- argument parsing ---------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _option(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """A shared value rule (common.config.values) as an option type: argparse shows the rule's own
-    words only when they come as an ArgumentTypeError."""
-
-    def checked(text: str) -> T:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return checked
-
-
-_preset = _option(values.preset)
-_distance = _option(values.distance)
-_positive = _option(values.positive_int)
-_seconds = _option(values.positive_float)
 
 THUMB_SIZES = "16 to 1024"
 
@@ -65,16 +43,18 @@ def _thumb_size(text: str) -> int:
 
 def _common_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
+    p.add_argument("--timeout", type=options.seconds, default=None, help="give up after this many seconds")
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"output JSON (default {DEFAULT_OUTPUT})")
     p.add_argument("--details", action="store_true", help="add distances, matching stage, index version")
     p.add_argument(
-        "--preset", type=_preset, default=None, help="strict, balanced (default), loose or original"
+        "--preset", type=options.preset, default=None, help="strict, balanced (default), loose or original"
     )
-    p.add_argument("--max-distance", type=_distance, default=None, help="override the preset's dHash radius")
+    p.add_argument(
+        "--max-distance", type=options.distance, default=None, help="override the preset's dHash radius"
+    )
     p.add_argument("--product-id", action="append", help="query by a product id already indexed")
 
 
@@ -124,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         "--concurrency",
-        type=_positive,
+        type=options.positive,
         default=None,
         help="worker processes (default NEARDUP_WORKERS; twice that with --queues ingest)",
     )
@@ -134,10 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dedup", help="all near-duplicate pairs and groups in the whole index")
     p.add_argument("-o", "--output", default="near_duplicate_groups.json", help="output JSON")
-    p.add_argument("--preset", type=_preset, default=None, help="its dHash radius is the pair threshold")
-    p.add_argument("--max-distance", type=_distance, default=None, help="dHash radius (overrides the preset)")
     p.add_argument(
-        "--shards", type=_positive, default=None, help="tasks to split the work into (default 2 per worker)"
+        "--preset", type=options.preset, default=None, help="its dHash radius is the pair threshold"
+    )
+    p.add_argument(
+        "--max-distance", type=options.distance, default=None, help="dHash radius (overrides the preset)"
+    )
+    p.add_argument(
+        "--shards",
+        type=options.positive,
+        default=None,
+        help="tasks to split the work into (default 2 per worker)",
     )
     p.add_argument("--no-pairs", action="store_true", help="write the groups only")
     p.add_argument(
