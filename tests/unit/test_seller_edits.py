@@ -182,3 +182,14 @@ def test_background_swap_judged_by_its_restored_view(
     found = _found(_query(swapped), index)
     assert [m.product_id for m in found] == [pid]
     assert found[0].extra.get("backdrop") is True
+
+
+@pytest.mark.parametrize("pid", ["0000000205", "0000000213", "0000000236"])
+def test_screenshot_whose_strongest_corners_are_the_frame_is_found(
+    generated_tops: tuple[dict[str, Image.Image], Index], pid: str
+) -> None:
+    """A wide phone frame (status bar, title, price, button): the query's strongest ORB corners are
+    all on the frame's text, so a probe of the strongest keypoints alone ended every candidate."""
+    photos, index = generated_tops
+    framed, _ = _seller_edits().screenshot(np.random.default_rng(0), photos[pid])
+    assert [m.product_id for m in _found(_query(framed), index)] == [pid]
