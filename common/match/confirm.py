@@ -185,6 +185,7 @@ def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -
                 query.get(THUMB_BACKDROP),
                 None,
                 rows,
+                rule.pdq_backdrop_max,
             )
         )
     return views
@@ -276,35 +277,57 @@ def _photo_stage(
     rows: list[int],
     rule: Rule,
 ) -> dict[int, tuple[str, Evidence]]:
-    """ORB passes (and flat photos) that the aligned thumbnails also agree on."""
+    """ORB passes (and flat photos) that the aligned thumbnails also agree on. When the view whose
+    keypoints passed fails here, the later views (the restored backdrop after the straight one) get
+    their own fit and check: a garment on a replaced backdrop is aligned by the straight view but
+    only its restored view's colours agree."""
     found: dict[int, tuple[str, Evidence]] = {}
     for k, (i, blob, verdict, view) in enumerate(passed):
-        extra: Evidence = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
         t_thumb = thumbs[k] if thumbs else None
         by_photo = not verdict.passes(rule.orb_min_inliers)  # a flat photo: the thumbnails decide
         if by_photo and t_thumb is None:
             continue
         with _skip_damaged(ids[i]):
-            if t_thumb is not None and view.thumb_blob is not None:
-                q_thumb = view.thumb()
-                # a thumbnail blob unpacks to a thumbnail; every verdict here carries its transform
-                assert q_thumb is not None and verdict.model is not None
-                photo = photometric.photometric(
-                    q_thumb,
-                    photometric.unpack_thumb(t_thumb),
-                    verdict.model,
-                    views[0].features().size,
-                    verify.unpack_size(blob),
-                    fine=view.fine(),
-                )
-                # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
-                if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
-                    continue
-                extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
-            if view.name:
-                extra[view.name] = True
-            found[rows[i]] = ("pdq+photo" if by_photo else "orb", extra)
+            extra = _photo_confirms(views, view, verdict, blob, t_thumb, rule)
+            if extra is None and not by_photo and t_thumb is not None:
+                for later in views[views.index(view) + 1 :]:
+                    if later.orb is None or (later.rows is not None and rows[i] not in later.rows):
+                        continue
+                    t_feat = verify.unpack(blob)
+                    again = verify.verify(later.features(), t_feat, min_inliers=rule.orb_min_inliers)
+                    if again.passes(rule.orb_min_inliers):
+                        extra = _photo_confirms(views, later, again, blob, t_thumb, rule)
+                        if extra is not None:
+                            break
+            if extra is not None:
+                found[rows[i]] = ("pdq+photo" if by_photo else "orb", extra)
     return found
+
+
+def _photo_confirms(
+    views: list[_View], view: _View, verdict: verify.Verdict, blob: bytes, t_thumb: bytes | None, rule: Rule
+) -> Evidence | None:
+    """The evidence of one ORB fit (or flat photo) whose aligned thumbnails agree, else None."""
+    extra: Evidence = {"orb_inliers": verdict.inliers, "orb_matches": verdict.good}
+    if t_thumb is not None and view.thumb_blob is not None:
+        q_thumb = view.thumb()
+        # a thumbnail blob unpacks to a thumbnail; every verdict here carries its transform
+        assert q_thumb is not None and verdict.model is not None
+        photo = photometric.photometric(
+            q_thumb,
+            photometric.unpack_thumb(t_thumb),
+            verdict.model,
+            views[0].features().size,
+            verify.unpack_size(blob),
+            fine=view.fine(),
+        )
+        # Six degrees of freedom fit chance matches more easily: the pixels must agree more.
+        if not photo.passes(rule.photo_min_affine if verdict.affine else rule.photo_min):
+            return None
+        extra.update(photo=round(photo.luma, 3), chroma=round(photo.chroma_corr, 3))
+    if view.name:
+        extra[view.name] = True
+    return extra
 
 
 def verify_pairs(

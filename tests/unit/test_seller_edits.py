@@ -144,3 +144,52 @@ def test_verifier_accepts_ten_degrees_but_not_a_quarter_turn() -> None:
         rotated = photo.rotate(angle, Image.Resampling.BICUBIC, expand=angle == 90, fillcolor=(250, 250, 250))
         verdict = verify.verify(verify.extract(rotated, verify.QUERY_FEATURES), target)
         assert verdict.plausible is ok
+
+
+def _seller_edits():  # type: ignore[no-untyped-def]
+    """benchmarks/seller_edits.py, the generator of the benchmark's labelled seller edits."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "seller_edits.py"
+    spec = importlib.util.spec_from_file_location("seller_edits", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generated_tops() -> tuple[dict[str, Image.Image], Index]:
+    rng = np.random.default_rng(12345)  # the benchmark's generated tops
+    photos = {f"00000002{i:02d}": samplegen.render_product(rng) for i in range(40)}
+    items = {}
+    for pid, im in photos.items():
+        data = _jpeg(im)
+        items[pid] = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
+    return photos, Index(items)
+
+
+@pytest.mark.parametrize(("pid", "seed"), [("0000000210", 1), ("0000000202", 2), ("0000000224", 2)])
+def test_background_swap_judged_by_its_restored_view(
+    generated_tops: tuple[dict[str, Image.Image], Index], pid: str, seed: int
+) -> None:
+    """A garment on a new flat colour or gradient: the straight view's keypoints may align it, but only
+    the restored backdrop's thumbnail (or its PDQ, within the preset's pdq_backdrop_max) agrees with
+    the studio photo. Each of these was missed when the first aligned view alone was judged."""
+    photos, index = generated_tops
+    swapped, _ = _seller_edits().bgswap(np.random.default_rng(seed), photos[pid])
+    found = _found(_query(swapped), index)
+    assert [m.product_id for m in found] == [pid]
+    assert found[0].extra.get("backdrop") is True
+
+
+@pytest.mark.parametrize("pid", ["0000000205", "0000000213", "0000000236"])
+def test_screenshot_whose_strongest_corners_are_the_frame_is_found(
+    generated_tops: tuple[dict[str, Image.Image], Index], pid: str
+) -> None:
+    """A wide phone frame (status bar, title, price, button): the query's strongest ORB corners are
+    all on the frame's text, so a probe of the strongest keypoints alone ended every candidate."""
+    photos, index = generated_tops
+    framed, _ = _seller_edits().screenshot(np.random.default_rng(0), photos[pid])
+    assert [m.product_id for m in _found(_query(framed), index)] == [pid]
