@@ -178,15 +178,20 @@ def _mirror_hashes(grey: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes
     }
 
 
+def _mirror_grey(work: Image.Image) -> Image.Image:
+    """The mirrored working copy in greyscale, as verify.extract would convert it (made only when a
+    candidate needs the mirror's keypoints)."""
+    return work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
+
+
 def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
     """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
     finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
     use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
     backdrop's views (made now)."""
-    mirror_grey = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
-        ORB_MIRROR: lambda: verify.pack(verify.extract(mirror_grey)),  # what extract would convert
+        ORB_MIRROR: lambda: verify.pack(verify.extract(_mirror_grey(work))),
         THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
