@@ -106,12 +106,16 @@ def describe(
     any image works, the signals are defined on its working copy. `query` adds the query-only views
     (the mirror's keypoints, the fine thumbnail: ~3 ms), which ingest never stores."""
     image = image if image.mode == "RGB" else image.convert("RGB")
-    work = normalise.despeckled(working_copy(image))
-    # One RGB array and one greyscale copy of the working copy, shared by every signal below.
-    rgb, grey = np.asarray(work), work.convert("L")
+    work, rgb = normalise.despeckled_rgb(working_copy(image))
+    # One RGB array and one greyscale copy of the working copy, shared by every signal below, and
+    # the greyscale copy's 32x32 (pHash) and box-reduced 9x8 (dHash) reductions, which the straight
+    # and the mirrored hashes both read.
+    grey = work.convert("L")
+    grey32 = np.asarray(_phash_grey(grey))
+    grey9 = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_GAP))
     digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
     if signals.decode == DRAFT:
-        sigs = _draft_hashes(work, rgb, grey)
+        sigs = _draft_hashes(rgb, grey, grey32, grey9)
     else:
         content = normalise.trimmed(work)
         sigs = {
@@ -123,7 +127,7 @@ def describe(
             sigs[key] = pack64(dhash64(view))
     pdq_views = pdq_dihedral(rgb)  # one DCT: the stored PDQ and its mirror's
     sigs[PDQ] = pdq_views[0]
-    sigs.update(_mirror_hashes(grey, pdq_views))
+    sigs.update(_mirror_hashes(grey32, grey9, pdq_views))
     sigs[SHA] = digest[:8]
     features = verify.extract(grey)
     sigs[ORB] = verify.pack(features)
@@ -140,23 +144,30 @@ def describe(
     return sigs
 
 
-def _draft_hashes(work: Image.Image, rgb: np.ndarray, grey: Image.Image) -> dict[str, bytes]:
+def _draft_hashes(
+    rgb: np.ndarray, grey: Image.Image, grey32: np.ndarray, grey9: np.ndarray
+) -> dict[str, bytes]:
     """The global hashes of draft mode: the same views as exact mode, from one greyscale copy (crop
     and trim commute with the greyscale conversion). The candidate-only views (pHash, trim, crops)
     take a box pre-reduction (10x cheaper; measured: no change on any preset); the primary dHash does
     not, as the `original` rule and the similarity figure depend on it alone (the pre-reduced dHash
     cost that rule 0.04 recall on the devset). PDQ stays on the working copy: on a halved copy it
     confirmed more distractors (loose P 0.985 -> 0.963). `rgb` and `grey`: the working copy's RGB
-    array and greyscale copy."""
+    array and greyscale copy; `grey32`, `grey9`: grey's pHash and box-reduced dHash reductions."""
     box = normalise.trim_box(rgb)
     sigs = {
         DHASH_WORK: pack64(dhash64(grey)),
-        PHASH: pack64(_phash32(_phash_grey(grey))),
-        DHASH_TRIM: pack64(_dhash_gap(grey if box == (0, 0, *grey.size) else grey.crop(box))),
+        PHASH: pack64(_phash32(grey32)),
+        DHASH_TRIM: _dhash_bits(grey9) if box == (0, 0, *grey.size) else pack64(_dhash_gap(grey.crop(box))),
     }
     for key, view in zip(DHASH_CROPS, normalise.crop_views(grey), strict=True):
         sigs[key] = pack64(_dhash_gap(view))
     return sigs
+
+
+def _dhash_bits(small: np.ndarray) -> bytes:
+    """The packed dHash of a 9x8 reduction (left < right bits, row by row), as dhash64 packs it."""
+    return np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes()
 
 
 def _phash_grey(grey: Image.Image) -> Image.Image:
@@ -164,18 +175,22 @@ def _phash_grey(grey: Image.Image) -> Image.Image:
     return grey.resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=_GAP)
 
 
-def _mirror_hashes(grey: Image.Image, pdq_views: list[bytes]) -> dict[str, bytes]:
+def _mirror_hashes(grey32: np.ndarray, grey9: np.ndarray, pdq_views: list[bytes]) -> dict[str, bytes]:
     """The left-right mirror's scanned hashes and PDQ (stored: by-id queries and dedup find mirrored
     uploads with them; an image query compares its own with the stored straight columns)."""
     # The reduced copies flipped, not the working copy (within a bit of each other, half the cost);
     # the query side runs this same code, so both sides agree exactly.
-    small = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_GAP))[:, ::-1]
-    bits = np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes()
     return {
-        DHASH_MIRROR: bits,
-        PHASH_MIRROR: pack64(_phash32(np.asarray(_phash_grey(grey))[:, ::-1])),
+        DHASH_MIRROR: _dhash_bits(grey9[:, ::-1]),
+        PHASH_MIRROR: pack64(_phash32(grey32[:, ::-1])),
         PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
     }
+
+
+def _mirror_grey(work: Image.Image) -> Image.Image:
+    """The mirrored working copy in greyscale, as verify.extract would convert it (made only when a
+    candidate needs the mirror's keypoints)."""
+    return work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
 
 
 def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
@@ -183,10 +198,9 @@ def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callabl
     finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
     use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
     backdrop's views (made now)."""
-    mirror_grey = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
-        ORB_MIRROR: lambda: verify.pack(verify.extract(mirror_grey)),  # what extract would convert
+        ORB_MIRROR: lambda: verify.pack(verify.extract(_mirror_grey(work))),
         THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost

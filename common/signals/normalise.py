@@ -101,7 +101,12 @@ def despeckled(image: Image.Image) -> Image.Image:
 
     The textbook cure, applied only where it helps: a median also softens fine texture, so clean
     photos (every inventory photo, in practice) pass through untouched. About 0.3 ms at 540 px."""
-    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return despeckled_rgb(image)[0]
+
+
+def despeckled_rgb(image: Image.Image) -> tuple[Image.Image, np.ndarray]:
+    """despeckled(image) and its (h, w, 3) uint8 RGB array (= np.asarray of it), from one copy."""
+    rgb = np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # uint8 saturating differences: a pixel above its brightest neighbour, below its darkest
     salt = cv2.subtract(grey, cv2.dilate(grey, _RING))
@@ -110,8 +115,9 @@ def despeckled(image: Image.Image) -> Image.Image:
         cv2.threshold(cv2.max(salt, pepper), FIXED.speck_margin, 255, cv2.THRESH_BINARY)[1]
     )
     if spikes < FIXED.speckled_share * grey.size:
-        return image
-    return Image.fromarray(cv2.medianBlur(rgb, 3))
+        return (image if image.mode == "RGB" else Image.fromarray(rgb)), rgb
+    clean = cv2.medianBlur(rgb, 3)
+    return Image.fromarray(clean), clean
 
 
 # A studio backdrop: light and nearly neutral (the inventory's white or light grey), FIXED.studio_luma
