@@ -24,6 +24,7 @@ from common.signals.signal_set import (
     ORB_MIRROR,
     PDQ,
     PDQ_BACKDROP,
+    PDQ_FRAME,
     PDQ_MIRROR_KEY,
     THUMB,
     THUMB_BACKDROP,
@@ -116,7 +117,8 @@ def _mirrored_thumb(thumb: photometric.Thumb | None) -> photometric.Thumb | None
 
 @dataclass
 class _View:
-    """One way of looking at the query: straight, mirrored, or on a restored studio backdrop.
+    """One way of looking at the query: straight, mirrored, on a restored studio backdrop, or the
+    photo alone inside a screenshot-like frame.
     Blobs are unpacked on first use: most queries never need a thumbnail or the mirror's keypoints."""
 
     name: str  # "" for the straight view; else the flag a match by it carries in its signals
@@ -188,6 +190,8 @@ def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -
                 rule.pdq_backdrop_max,
             )
         )
+    if PDQ_FRAME in query:  # the photo inside a screenshot-like frame: its PDQ alone (ORB: the query's)
+        views.append(_View("frame", query.get(PDQ_FRAME), None, None, None, set()))
     return views
 
 

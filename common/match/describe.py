@@ -20,6 +20,7 @@ from common.signals.signal_set import (
     DEFAULT,
     DHASH_BACKDROP,
     DHASH_CROPS,
+    DHASH_FRAME,
     DHASH_MIRROR,
     DHASH_TRIM,
     DHASH_WORK,
@@ -29,9 +30,11 @@ from common.signals.signal_set import (
     ORB_MIRROR,
     PDQ,
     PDQ_BACKDROP,
+    PDQ_FRAME,
     PDQ_MIRROR_KEY,
     PHASH,
     PHASH_BACKDROP,
+    PHASH_FRAME,
     PHASH_MIRROR,
     SHA,
     THUMB,
@@ -213,4 +216,19 @@ def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callabl
             ORB_BACKDROP: verify.pack(verify.extract(studio)),
             THUMB_BACKDROP: photometric.thumbnail(studio),
         })  # fmt: skip
+    out.update(_frame_hashes(work))
     return out, later
+
+
+def _frame_hashes(work: Image.Image) -> dict[str, bytes]:
+    """The hashes of the photo alone when the query shows it inside a screenshot-like frame (else none)."""
+    grey = work.convert("L")
+    box = normalise.framed_box(grey)
+    if box is None:
+        return {}
+    photo = grey.crop(box)
+    return {
+        DHASH_FRAME: pack64(_dhash_gap(photo)),
+        PHASH_FRAME: pack64(_phash32(_phash_grey(photo))),
+        PDQ_FRAME: pdq_dihedral(np.asarray(work.crop(box)))[0],
+    }

@@ -34,6 +34,7 @@ from common.signals import embedding
 from common.signals.signal_set import (
     DHASH_BACKDROP,
     DHASH_CROPS,
+    DHASH_FRAME,
     DHASH_MIRROR,
     DHASH_TRIM,
     DHASH_WORK,
@@ -41,6 +42,7 @@ from common.signals.signal_set import (
     ORB_WORDS,
     PHASH,
     PHASH_BACKDROP,
+    PHASH_FRAME,
     PHASH_MIRROR,
     SHA,
 )
@@ -146,6 +148,8 @@ def _hash_candidates(
     best: dict[int, int] = dict(zip(near.tolist(), near_d.tolist(), strict=True))
     views = [(PHASH, PHASH), (DHASH_TRIM, DHASH_TRIM), (primary, DHASH_TRIM)]
     views += [(key, primary) for key in DHASH_CROPS]
+    # The photo alone inside a screenshot-like frame (query-only): verified as the query itself.
+    views += [(primary, DHASH_FRAME), (DHASH_TRIM, DHASH_FRAME), (PHASH, PHASH_FRAME)]
     for column, qkey in views:
         if column not in snap.signal_keys or qkey not in query:
             continue

@@ -170,3 +170,44 @@ def crop_views(image: Image.Image) -> list[Image.Image]:
     return [
         image.crop((round(a * w), round(b * h), round(c * w), round(d * h))) for a, b, c, d in CROP_WINDOWS
     ]
+
+
+# A photo inside a screenshot-like frame (query-only): status bar, title, price and button sit on the
+# frame's flat page, separated from the photo by flat bands. The limits are FIXED.frame_*.
+_FRAME_SIDE = 256
+
+
+def framed_box(grey: Image.Image) -> tuple[int, int, int, int] | None:
+    """Box (left, top, right, bottom) of the photo inside a screenshot-like frame, or None.
+
+    On a <= 256 px copy of the greyscale `grey`: the frame's page is the commonest value on the
+    border ring (a flat page repeats one value; a photo reaching the edge spreads over many), and a
+    line is page when nearly all of it lies within tolerance of it. The other rows form runs split
+    by page bands; the tallest run is the photo when other runs (the frame's text, bars, buttons)
+    lie outside it. Its columns are bounded by the first and last non-page column of that run."""
+    w, h = grey.size
+    f = min(1.0, _FRAME_SIDE / max(w, h))
+    small = grey.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BOX)
+    a = cv2.medianBlur(np.ascontiguousarray(np.asarray(small)), 3)
+    sh, sw = a.shape
+    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    page = int(np.argmax(np.bincount(ring, minlength=256)))
+    off = np.abs(a.astype(np.int16) - page) > FIXED.frame_tolerance  # not the page's colour
+
+    def busy(lines: np.ndarray) -> np.ndarray:  # (n, m) -> (n,): the line is not page
+        share: np.ndarray = lines.mean(axis=1)
+        return share > 1.0 - FIXED.frame_keep
+
+    rows = busy(off)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], rows.astype(np.int8), [0]])))
+    runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    if len(runs) < 2:
+        return None  # one block of content: no frame around it (trim_box covers uniform borders)
+    top, bottom = max(runs, key=lambda r: r[1] - r[0])
+    if not FIXED.frame_min_side * sh <= bottom - top <= FIXED.frame_max_side * sh:
+        return None
+    cols = np.flatnonzero(busy(off[top:bottom].T))
+    if not len(cols) or cols[-1] + 1 - cols[0] < FIXED.frame_min_side * sw:
+        return None
+    left, right = int(cols[0]), int(cols[-1]) + 1
+    return full_box((left, top, sw - right, sh - bottom), (sw, sh), (w, h), f)

@@ -46,6 +46,12 @@ PHASH_BACKDROP = "phash64.backdrop@1"
 PDQ_BACKDROP = "pdq256.backdrop@1"
 ORB_BACKDROP = "orb256.backdrop@1"
 THUMB_BACKDROP = "thumb.backdrop@1"
+# A query that shows a photo inside a screenshot-like frame (normalise.framed_box) also hashes the photo
+# alone: scanned against the stored primary, trimmed and pHash columns; its PDQ confirms like the
+# query's own (a flat photo in a frame has too few keypoints for ORB), else the query itself verifies.
+DHASH_FRAME = "dhash64.frame@1"
+PHASH_FRAME = "phash64.frame@1"
+PDQ_FRAME = "pdq256.frame@1"
 # ORB words of the strongest keypoints, 4 x 16 bits per column (common.index.orb_words): crop candidates.
 ORB_WORDS = orb_words.COLUMNS
 

@@ -193,3 +193,33 @@ def test_screenshot_whose_strongest_corners_are_the_frame_is_found(
     photos, index = generated_tops
     framed, _ = _seller_edits().screenshot(np.random.default_rng(0), photos[pid])
     assert [m.product_id for m in _found(_query(framed), index)] == [pid]
+
+
+@pytest.mark.parametrize(("pid", "seed"), [("0000000210", 0), ("0000000225", 0), ("0000000206", 1)])
+def test_screenshot_found_by_the_photo_inside_its_frame(
+    generated_tops: tuple[dict[str, Image.Image], Index], pid: str, seed: int
+) -> None:
+    """A photo shown smaller inside the benchmark's phone frame: the border trim stops at the frame's
+    text, so no whole-image hash is near the stored photo's, and a flat generated top has too few
+    keypoints for ORB. The query's frame view (normalise.framed_box: the photo alone) is found by its
+    hashes and confirmed by its PDQ. Each of these was missed without it."""
+    photos, index = generated_tops
+    framed, _ = _seller_edits().screenshot(np.random.default_rng(seed), photos[pid])
+    query = _query(framed)
+    assert signal_set.PDQ_FRAME in query and signal_set.PDQ_FRAME not in index.items[pid]
+    found = _found(query, index)
+    assert [m.product_id for m in found] == [pid]
+    assert found[0].extra.get("frame") is True
+
+
+def test_frame_box_only_for_a_framed_photo(generated_tops: tuple[dict[str, Image.Image], Index]) -> None:
+    photos, _ = generated_tops
+    photo = photos["0000000210"]
+    assert normalise.framed_box(photo.convert("L")) is None  # a studio photo: no frame around it
+    framed, _ = _seller_edits().screenshot(np.random.default_rng(0), photo)
+    box = normalise.framed_box(framed.convert("L"))
+    assert box is not None
+    left, top, right, bottom = box
+    # the photo is pasted centred below the status bar and title, the price and button below it
+    assert 0 < top < framed.height // 4 and bottom < framed.height * 0.9
+    assert abs((right - left) / (bottom - top) - photo.width / photo.height) < 0.05
