@@ -49,8 +49,8 @@ class Rule:
     pdq_max: int = 31  # PDQ (256-bit) distance that confirms a candidate on its own
     orb_min_inliers: int = 18  # ORB RANSAC inliers (with plausible geometry) that confirm a candidate
     word_candidates: int = 8  # extra candidates by local-feature word votes (common.index.orb_words)
-    # ORB-confirmed candidates must also agree photometrically after alignment (common.match.verify
-    # .photometric): at least this share of textured thumbnail blocks, and the chroma check.
+    # ORB-confirmed candidates must also agree photometrically after alignment (common.match
+    # .photometric.photometric): at least this share of textured thumbnail blocks, and the chroma check.
     photo_min: float = 0.6
     # emb: the learned embedding (NEARDUP_EMBEDDING_MODEL): its nearest products join the verified
     # candidates, and one whose cosine reaches `embedding_min` is a match on its own (stage
