@@ -40,12 +40,8 @@ def add_parser(sub: argparse._SubParsersAction, common_job_args: Callable) -> No
         "--held-out", type=_held_out, default=0.5, help="share of queries kept apart to check the choice"
     )
 
-    p.add_argument(
-        "--preset",
-        type=options.preset,
-        default=None,
-        help="preset of the other stages (default NEARDUP_PRESET)",
-    )
+    other_stages = "preset of the other stages (default NEARDUP_PRESET)"
+    p.add_argument("--preset", type=options.preset, default=None, help=other_stages)
     p.add_argument("--write", action="store_true", help="store the threshold with the index")
     common_job_args(p)
     p.set_defaults(func=cmd_calibrate)

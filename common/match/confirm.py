@@ -18,18 +18,7 @@ import numpy as np
 
 from common.match import photometric, verify
 from common.match.presets import FIXED, Rule
-from common.signals.signal_set import (
-    ORB,
-    ORB_BACKDROP,
-    ORB_MIRROR,
-    PDQ,
-    PDQ_BACKDROP,
-    PDQ_FRAME,
-    PDQ_MIRROR_KEY,
-    THUMB,
-    THUMB_BACKDROP,
-    THUMB_FINE,
-)
+from common.signals import signal_set as sig
 
 log = logging.getLogger(__name__)
 
@@ -167,31 +156,31 @@ def _keypoints(blob: bytes | _Later | None) -> bytes:
 
 
 def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
-    thumb, fine = query.get(THUMB), _later(query, THUMB_FINE)
-    views = [_View("", query.get(PDQ), query.get(ORB), thumb, fine, None)]
-    if PDQ_MIRROR_KEY in query or ORB_MIRROR in query:
+    thumb, fine = query.get(sig.THUMB), _later(query, sig.THUMB_FINE)
+    views = [_View("", query.get(sig.PDQ), query.get(sig.ORB), thumb, fine, None)]
+    if sig.PDQ_MIRROR_KEY in query or sig.ORB_MIRROR in query:
         # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
         # cost: its keypoints only for the candidates the mirrored views brought.
         mirrored = alt_rows.get("mirrored", set())
         views.append(
-            _View("mirrored", query.get(PDQ_MIRROR_KEY), _later(query, ORB_MIRROR), thumb, fine, mirrored,
-                  rule.pdq_mirror_max, flip=True)
+            _View("mirrored", query.get(sig.PDQ_MIRROR_KEY), _later(query, sig.ORB_MIRROR), thumb, fine,
+                  mirrored, rule.pdq_mirror_max, flip=True)
         )  # fmt: skip
-    if ORB_BACKDROP in query:
+    if sig.ORB_BACKDROP in query:
         rows = alt_rows.get("backdrop", set())
         views.append(
             _View(
                 "backdrop",
-                query.get(PDQ_BACKDROP),
-                query[ORB_BACKDROP],
-                query.get(THUMB_BACKDROP),
+                query.get(sig.PDQ_BACKDROP),
+                query[sig.ORB_BACKDROP],
+                query.get(sig.THUMB_BACKDROP),
                 None,
                 rows,
                 rule.pdq_backdrop_max,
             )
         )
-    if PDQ_FRAME in query:  # the photo inside a screenshot-like frame: its PDQ alone (ORB: the query's)
-        views.append(_View("frame", query.get(PDQ_FRAME), None, None, None, set()))
+    if sig.PDQ_FRAME in query:  # the photo inside a screenshot-like frame: its PDQ alone (ORB: the query's)
+        views.append(_View("frame", query.get(sig.PDQ_FRAME), None, None, None, set()))
     return views
 
 
@@ -208,15 +197,14 @@ def verify_candidates(
     if not ids:
         return {}
     views = _views(query, rule, alt_rows or {})
-    stored: list[bytes | None] = blobs(PDQ, ids) if views[0].pdq else [None] * len(ids)
+    stored: list[bytes | None] = blobs(sig.PDQ, ids) if views[0].pdq else [None] * len(ids)
     found, pending, flat = _pdq_stage(views, stored, rows, rule)
     if not pending or views[0].orb is None:
         return found
-    passed = _orb_stage(views, pending, blobs(ORB, [ids[i] for i in pending]), ids, rows, rule, flat)
+    passed = _orb_stage(views, pending, blobs(sig.ORB, [ids[i] for i in pending]), ids, rows, rule, flat)
     # Thumbnails only for the few ORB passes: one more bulk fetch, none when nothing passed.
-    thumbs = (
-        blobs(THUMB, [ids[i] for i, _, _, _ in passed]) if passed and views[0].thumb_blob is not None else []
-    )
+    wanted = passed and views[0].thumb_blob is not None
+    thumbs = blobs(sig.THUMB, [ids[i] for i, _, _, _ in passed]) if wanted else []
     found.update(_photo_stage(views, passed, thumbs, ids, rows, rule))
     return found
 
@@ -353,9 +341,9 @@ def verify_pairs(
         straight = verify_pairs([p for p, m in zip(pairs, mirrored, strict=True) if not m], rule, blobs)
         return _verify_mirrored(pairs, mirrored, rule, blobs, straight)
     uniq = list(dict.fromkeys(pid for pair in pairs for pid in pair))
-    pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
-    orb = dict(zip(uniq, blobs(ORB, uniq), strict=True))
-    thumbs = dict(zip(uniq, blobs(THUMB, uniq), strict=True))
+    pdq = dict(zip(uniq, blobs(sig.PDQ, uniq), strict=True))
+    orb = dict(zip(uniq, blobs(sig.ORB, uniq), strict=True))
+    thumbs = dict(zip(uniq, blobs(sig.THUMB, uniq), strict=True))
     features: dict[str, verify.Features] = {}
     thumb_cache: dict[str, photometric.Thumb | None] = {}
 
@@ -398,8 +386,8 @@ def _verify_mirrored(
     """verify_pairs' answers with the mirrored pairs judged by the mirror's PDQ (either way round)."""
     flipped = [p for p, m in zip(pairs, mirrored, strict=True) if m]
     uniq = list(dict.fromkeys(pid for pair in flipped for pid in pair))
-    pdq = dict(zip(uniq, blobs(PDQ, uniq), strict=True))
-    pdq_m = dict(zip(uniq, blobs(PDQ_MIRROR_KEY, uniq), strict=True))
+    pdq = dict(zip(uniq, blobs(sig.PDQ, uniq), strict=True))
+    pdq_m = dict(zip(uniq, blobs(sig.PDQ_MIRROR_KEY, uniq), strict=True))
     verdicts = iter(straight)
     out: list[tuple[str, Evidence] | None] = []
     for (a, b), m in zip(pairs, mirrored, strict=True):

@@ -14,34 +14,9 @@ from common.index import orb_words
 from common.match import photometric, verify
 from common.signals import embedding, normalise, pdq, pdq_fast
 from common.signals import plugins as plugin_registry
+from common.signals import signal_set as sig
 from common.signals.imaging import decode
 from common.signals.lazy import LazySignatures
-from common.signals.signal_set import (
-    DEFAULT,
-    DHASH_BACKDROP,
-    DHASH_CROPS,
-    DHASH_FRAME,
-    DHASH_MIRROR,
-    DHASH_TRIM,
-    DHASH_WORK,
-    DRAFT,
-    ORB,
-    ORB_BACKDROP,
-    ORB_MIRROR,
-    PDQ,
-    PDQ_BACKDROP,
-    PDQ_FRAME,
-    PDQ_MIRROR_KEY,
-    PHASH,
-    PHASH_BACKDROP,
-    PHASH_FRAME,
-    PHASH_MIRROR,
-    SHA,
-    THUMB,
-    THUMB_BACKDROP,
-    THUMB_FINE,
-    SignalSet,
-)
 from common.signals.signatures import DHASH, dhash64, pack64
 
 # Everything but the imagehash-exact dHash is computed on a working copy of about this size: the
@@ -88,20 +63,20 @@ def working_copy(image: Image.Image) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
-def decode_for(data: bytes, max_pixels: int, mode: str = DRAFT) -> Image.Image:
+def decode_for(data: bytes, max_pixels: int, mode: str = sig.DRAFT) -> Image.Image:
     """Guarded decode of image bytes as `mode` describes them (draft: JPEG at reduced size)."""
-    return decode(data, max_pixels, draft_side=_WORK_SIDE if mode == DRAFT else None)
+    return decode(data, max_pixels, draft_side=_WORK_SIDE if mode == sig.DRAFT else None)
 
 
 def describe_bytes(
-    data: bytes, max_pixels: int, signals: SignalSet = DEFAULT, query: bool = False
+    data: bytes, max_pixels: int, signals: sig.SignalSet = sig.DEFAULT, query: bool = False
 ) -> dict[str, bytes]:
     """Decode (guarded) and describe: what ingest and queries both run, so they always agree."""
     return describe(decode_for(data, max_pixels, signals.decode), data, signals, query)
 
 
 def describe(
-    image: Image.Image, raw: bytes | None = None, signals: SignalSet = DEFAULT, query: bool = False
+    image: Image.Image, raw: bytes | None = None, signals: sig.SignalSet = sig.DEFAULT, query: bool = False
 ) -> dict[str, bytes]:
     """Every signal stored for one inventory image (and computed for a query).
 
@@ -117,24 +92,24 @@ def describe(
     grey32 = np.asarray(_phash_grey(grey))
     grey9 = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=_GAP))
     digest = hashlib.sha256(raw if raw is not None else image.tobytes()).digest()
-    if signals.decode == DRAFT:
+    if signals.decode == sig.DRAFT:
         sigs = _draft_hashes(rgb, grey, grey32, grey9)
     else:
         content = normalise.trimmed(work)
         sigs = {
             DHASH: pack64(dhash64(image)),  # from full resolution: bit-identical to imagehash.dhash
-            PHASH: pack64(_phash(work)),
-            DHASH_TRIM: pack64(dhash64(content)),
+            sig.PHASH: pack64(_phash(work)),
+            sig.DHASH_TRIM: pack64(dhash64(content)),
         }
-        for key, view in zip(DHASH_CROPS, normalise.crop_views(work), strict=True):
+        for key, view in zip(sig.DHASH_CROPS, normalise.crop_views(work), strict=True):
             sigs[key] = pack64(dhash64(view))
     pdq_views = pdq_dihedral(rgb)  # one DCT: the stored PDQ and its mirror's
-    sigs[PDQ] = pdq_views[0]
+    sigs[sig.PDQ] = pdq_views[0]
     sigs.update(_mirror_hashes(grey32, grey9, pdq_views))
-    sigs[SHA] = digest[:8]
+    sigs[sig.SHA] = digest[:8]
     features = verify.extract(grey)
-    sigs[ORB] = verify.pack(features)
-    sigs[THUMB] = photometric.thumbnail(rgb)
+    sigs[sig.ORB] = verify.pack(features)
+    sigs[sig.THUMB] = photometric.thumbnail(rgb)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in signals.plugins:
         sigs[plugin_registry.key(plugin)] = plugin.describe(work)
@@ -158,12 +133,13 @@ def _draft_hashes(
     confirmed more distractors (loose P 0.985 -> 0.963). `rgb` and `grey`: the working copy's RGB
     array and greyscale copy; `grey32`, `grey9`: grey's pHash and box-reduced dHash reductions."""
     box = normalise.trim_box(rgb)
+    untrimmed = box == (0, 0, *grey.size)  # then grey's own reduced copy is the trim view's
     sigs = {
-        DHASH_WORK: pack64(dhash64(grey)),
-        PHASH: pack64(_phash32(grey32)),
-        DHASH_TRIM: _dhash_bits(grey9) if box == (0, 0, *grey.size) else pack64(_dhash_gap(grey.crop(box))),
+        sig.DHASH_WORK: pack64(dhash64(grey)),
+        sig.PHASH: pack64(_phash32(grey32)),
+        sig.DHASH_TRIM: _dhash_bits(grey9) if untrimmed else pack64(_dhash_gap(grey.crop(box))),
     }
-    for key, view in zip(DHASH_CROPS, normalise.crop_views(grey), strict=True):
+    for key, view in zip(sig.DHASH_CROPS, normalise.crop_views(grey), strict=True):
         sigs[key] = pack64(_dhash_gap(view))
     return sigs
 
@@ -184,9 +160,9 @@ def _mirror_hashes(grey32: np.ndarray, grey9: np.ndarray, pdq_views: list[bytes]
     # The reduced copies flipped, not the working copy (within a bit of each other, half the cost);
     # the query side runs this same code, so both sides agree exactly.
     return {
-        DHASH_MIRROR: _dhash_bits(grey9[:, ::-1]),
-        PHASH_MIRROR: pack64(_phash32(grey32[:, ::-1])),
-        PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
+        sig.DHASH_MIRROR: _dhash_bits(grey9[:, ::-1]),
+        sig.PHASH_MIRROR: pack64(_phash32(grey32[:, ::-1])),
+        sig.PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
     }
 
 
@@ -203,18 +179,18 @@ def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callabl
     backdrop's views (made now)."""
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
-        ORB_MIRROR: lambda: verify.pack(verify.extract(_mirror_grey(work))),
-        THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
+        sig.ORB_MIRROR: lambda: verify.pack(verify.extract(_mirror_grey(work))),
+        sig.THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
     if studio is not None:
         grey = studio.convert("L")
         out.update({
-            DHASH_BACKDROP: pack64(dhash64(grey)),
-            PHASH_BACKDROP: pack64(_phash32(_phash_grey(grey))),
-            PDQ_BACKDROP: pdq_dihedral(studio)[0],
-            ORB_BACKDROP: verify.pack(verify.extract(studio)),
-            THUMB_BACKDROP: photometric.thumbnail(studio),
+            sig.DHASH_BACKDROP: pack64(dhash64(grey)),
+            sig.PHASH_BACKDROP: pack64(_phash32(_phash_grey(grey))),
+            sig.PDQ_BACKDROP: pdq_dihedral(studio)[0],
+            sig.ORB_BACKDROP: verify.pack(verify.extract(studio)),
+            sig.THUMB_BACKDROP: photometric.thumbnail(studio),
         })  # fmt: skip
     out.update(_frame_hashes(work))
     return out, later
@@ -228,7 +204,7 @@ def _frame_hashes(work: Image.Image) -> dict[str, bytes]:
         return {}
     photo = grey.crop(box)
     return {
-        DHASH_FRAME: pack64(_dhash_gap(photo)),
-        PHASH_FRAME: pack64(_phash32(_phash_grey(photo))),
-        PDQ_FRAME: pdq_dihedral(np.asarray(work.crop(box)))[0],
+        sig.DHASH_FRAME: pack64(_dhash_gap(photo)),
+        sig.PHASH_FRAME: pack64(_phash32(_phash_grey(photo))),
+        sig.PDQ_FRAME: pdq_dihedral(np.asarray(work.crop(box)))[0],
     }

@@ -31,21 +31,7 @@ from common.match import verify
 from common.match.confirm import Blobs, Evidence, verify_candidates
 from common.match.presets import FIXED, Rule
 from common.signals import embedding
-from common.signals.signal_set import (
-    DHASH_BACKDROP,
-    DHASH_CROPS,
-    DHASH_FRAME,
-    DHASH_MIRROR,
-    DHASH_TRIM,
-    DHASH_WORK,
-    ORB,
-    ORB_WORDS,
-    PHASH,
-    PHASH_BACKDROP,
-    PHASH_FRAME,
-    PHASH_MIRROR,
-    SHA,
-)
+from common.signals import signal_set as sig
 from common.signals.signatures import DHASH, unpack64
 
 log = logging.getLogger(__name__)
@@ -65,7 +51,7 @@ class Match:
 
 def primary_key(sigs: dict[str, bytes]) -> str:
     """The primary dHash key a set of signatures carries (exact or draft mode)."""
-    return DHASH_WORK if DHASH_WORK in sigs else DHASH
+    return sig.DHASH_WORK if sig.DHASH_WORK in sigs else DHASH
 
 
 def _embedding_key(sigs: dict[str, bytes]) -> str | None:
@@ -103,8 +89,8 @@ def find_matches(
     # few rows that need it, never for the whole column.
     dh_all = _RowDistances(snap.column(primary), q_dh)
     accepted: dict[int, tuple[str, Evidence]] = {}
-    if SHA in query and SHA in snap.signal_keys:
-        rows, _ = _scan(snap, SHA, unpack64(query[SHA]), 0)
+    if sig.SHA in query and sig.SHA in snap.signal_keys:
+        rows, _ = _scan(snap, sig.SHA, unpack64(query[sig.SHA]), 0)
         accepted.update({r: ("exact", {}) for r in rows.tolist()})
 
     best, alt_rows = _hash_candidates(query, snap, rule, primary, q_dh)
@@ -125,7 +111,7 @@ def find_matches(
 
     if blobs is None:
         # No blob store (library use without Redis): only two agreeing scans are trusted.
-        ph_rows, ph_dist = _scan(snap, PHASH, unpack64(query[PHASH]), FIXED.unverified_radius)
+        ph_rows, ph_dist = _scan(snap, sig.PHASH, unpack64(query[sig.PHASH]), FIXED.unverified_radius)
         ph_of = dict(zip(ph_rows.tolist(), ph_dist.tolist(), strict=True))
         for r in order:
             if dh_all[r] <= FIXED.unverified_radius and r in ph_of:
@@ -146,10 +132,10 @@ def _hash_candidates(
     # Candidates: best distance over every view pairing; dHash keeps the rule's (overridable) radius.
     near, near_d = _scan(snap, primary, q_dh, rule.max_distance)
     best: dict[int, int] = dict(zip(near.tolist(), near_d.tolist(), strict=True))
-    views = [(PHASH, PHASH), (DHASH_TRIM, DHASH_TRIM), (primary, DHASH_TRIM)]
-    views += [(key, primary) for key in DHASH_CROPS]
+    views = [(sig.PHASH, sig.PHASH), (sig.DHASH_TRIM, sig.DHASH_TRIM), (primary, sig.DHASH_TRIM)]
+    views += [(key, primary) for key in sig.DHASH_CROPS]
     # The photo alone inside a screenshot-like frame (query-only): verified as the query itself.
-    views += [(primary, DHASH_FRAME), (DHASH_TRIM, DHASH_FRAME), (PHASH, PHASH_FRAME)]
+    views += [(primary, sig.DHASH_FRAME), (sig.DHASH_TRIM, sig.DHASH_FRAME), (sig.PHASH, sig.PHASH_FRAME)]
     for column, qkey in views:
         if column not in snap.signal_keys or qkey not in query:
             continue
@@ -161,10 +147,10 @@ def _hash_candidates(
     # hash, so a seller's mirrored copy is found by these alone (few rows, small radius).
     # The same for a query on a replaced backdrop, restored to studio white (only such queries).
     alt_rows: dict[str, set[int]] = {"mirrored": set(), "backdrop": set()}  # found closer by that view
-    alt_scans = [("mirrored", primary, DHASH_MIRROR, rule.mirror_radius)]
-    alt_scans += [("mirrored", PHASH, PHASH_MIRROR, rule.mirror_radius)]
-    alt_scans += [("backdrop", primary, DHASH_BACKDROP, rule.max_distance)]
-    alt_scans += [("backdrop", PHASH, PHASH_BACKDROP, rule.candidate_radius)]
+    alt_scans = [("mirrored", primary, sig.DHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("mirrored", sig.PHASH, sig.PHASH_MIRROR, rule.mirror_radius)]
+    alt_scans += [("backdrop", primary, sig.DHASH_BACKDROP, rule.max_distance)]
+    alt_scans += [("backdrop", sig.PHASH, sig.PHASH_BACKDROP, rule.candidate_radius)]
     for view, column, qkey, radius in alt_scans:
         if radius < 0 or column not in snap.signal_keys or qkey not in query:
             continue
@@ -205,9 +191,9 @@ def _embedding_tier(
 def _word_candidates(
     query: dict[str, bytes], snap: Snapshot, rule: Rule, taken: set[int | None]
 ) -> list[int]:
-    if rule.word_candidates <= 0 or ORB not in query or not set(ORB_WORDS) <= set(snap.signal_keys):
+    if rule.word_candidates <= 0 or sig.ORB not in query or not set(sig.ORB_WORDS) <= set(snap.signal_keys):
         return []
-    words = orb_words.words_of(verify.unpack(query[ORB]).descriptors)  # every query keypoint votes
+    words = orb_words.words_of(verify.unpack(query[sig.ORB]).descriptors)  # every query keypoint votes
     if not len(words):
         return []
     taken_rows = {r for r in taken if r is not None}

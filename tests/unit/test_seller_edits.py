@@ -25,16 +25,20 @@ def _query(im: Image.Image) -> dict[str, bytes]:
     data = _jpeg(im)
     return describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
 
-
-@pytest.fixture(scope="module")
-def catalog() -> tuple[dict[str, Image.Image], Index]:
-    rng = np.random.default_rng(23)
-    photos = {f"00000001{i:02d}": samplegen.render_product(rng) for i in range(10)}
+def _indexed_tops(seed: int, prefix: str, n: int) -> tuple[dict[str, Image.Image], Index]:
+    """n generated tops, JPEG-encoded and described as ingest would, under ids prefix + 2 digits."""
+    rng = np.random.default_rng(seed)
+    photos = {f"{prefix}{i:02d}": samplegen.render_product(rng) for i in range(n)}
     items = {}
     for pid, im in photos.items():
         data = _jpeg(im)
         items[pid] = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
     return photos, Index(items)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> tuple[dict[str, Image.Image], Index]:
+    return _indexed_tops(seed=23, prefix="00000001", n=10)
 
 
 def _found(query: dict[str, bytes], index: Index) -> list[pipeline.Match]:
@@ -161,13 +165,7 @@ def _seller_edits():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def generated_tops() -> tuple[dict[str, Image.Image], Index]:
-    rng = np.random.default_rng(12345)  # the benchmark's generated tops
-    photos = {f"00000002{i:02d}": samplegen.render_product(rng) for i in range(40)}
-    items = {}
-    for pid, im in photos.items():
-        data = _jpeg(im)
-        items[pid] = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
-    return photos, Index(items)
+    return _indexed_tops(seed=12345, prefix="00000002", n=40)  # the benchmark's generated tops
 
 
 @pytest.mark.parametrize(("pid", "seed"), [("0000000210", 1), ("0000000202", 2), ("0000000224", 2)])
