@@ -282,10 +282,10 @@ def _photo_stage(
         with _skip_damaged(ids[i]):
             extra = _photo_confirms(views, view, verdict, blob, t_thumb, rule)
             if extra is None and not by_photo and t_thumb is not None:
+                t_feat = verify.unpack(blob)
                 for later in views[views.index(view) + 1 :]:
                     if later.orb is None or (later.rows is not None and rows[i] not in later.rows):
                         continue
-                    t_feat = verify.unpack(blob)
                     again = verify.verify(later.features(), t_feat, min_inliers=rule.orb_min_inliers)
                     if again.passes(rule.orb_min_inliers):
                         extra = _photo_confirms(views, later, again, blob, t_thumb, rule)

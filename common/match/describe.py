@@ -17,7 +17,7 @@ from common.signals import plugins as plugin_registry
 from common.signals import signal_set as sig
 from common.signals.imaging import decode
 from common.signals.lazy import LazySignatures
-from common.signals.signatures import DHASH, dhash64, pack64
+from common.signals.signatures import DHASH, dhash64, dhash_bits, pack64
 
 # Everything but the imagehash-exact dHash is computed on a working copy of about this size: the
 # signals all reduce far below it anyway, and it makes large catalogue photos 3-4x cheaper to describe.
@@ -117,7 +117,7 @@ def describe(
         assert signals.embedding_model is not None
         sigs[signals.embedding] = embedding.encoder(signals.embedding_model, signals.embedding).embed(work)
     if query:
-        ready, later = _query_views(work)
+        ready, later = _query_views(work, grey)
         return LazySignatures({**sigs, **ready}, later)
     return sigs
 
@@ -137,16 +137,11 @@ def _draft_hashes(
     sigs = {
         sig.DHASH_WORK: pack64(dhash64(grey)),
         sig.PHASH: pack64(_phash32(grey32)),
-        sig.DHASH_TRIM: _dhash_bits(grey9) if untrimmed else pack64(_dhash_gap(grey.crop(box))),
+        sig.DHASH_TRIM: dhash_bits(grey9) if untrimmed else pack64(_dhash_gap(grey.crop(box))),
     }
     for key, view in zip(sig.DHASH_CROPS, normalise.crop_views(grey), strict=True):
         sigs[key] = pack64(_dhash_gap(view))
     return sigs
-
-
-def _dhash_bits(small: np.ndarray) -> bytes:
-    """The packed dHash of a 9x8 reduction (left < right bits, row by row), as dhash64 packs it."""
-    return np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes()
 
 
 def _phash_grey(grey: Image.Image) -> Image.Image:
@@ -160,45 +155,43 @@ def _mirror_hashes(grey32: np.ndarray, grey9: np.ndarray, pdq_views: list[bytes]
     # The reduced copies flipped, not the working copy (within a bit of each other, half the cost);
     # the query side runs this same code, so both sides agree exactly.
     return {
-        sig.DHASH_MIRROR: _dhash_bits(grey9[:, ::-1]),
+        sig.DHASH_MIRROR: dhash_bits(grey9[:, ::-1]),
         sig.PHASH_MIRROR: pack64(_phash32(grey32[:, ::-1])),
         sig.PDQ_MIRROR_KEY: pdq_views[PDQ_MIRROR],
     }
 
 
-def _mirror_grey(work: Image.Image) -> Image.Image:
-    """The mirrored working copy in greyscale, as verify.extract would convert it (made only when a
-    candidate needs the mirror's keypoints)."""
-    return work.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("L")
-
-
-def _query_views(work: Image.Image) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
+def _query_views(
+    work: Image.Image, grey: Image.Image
+) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
     """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
     finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
     use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
-    backdrop's views (made now)."""
+    backdrop's views and the photo inside a screenshot-like frame (made now). `grey`: describe's
+    greyscale copy of `work`."""
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
-        sig.ORB_MIRROR: lambda: verify.pack(verify.extract(_mirror_grey(work))),
+        # the greyscale copy flipped: what extract would make of the flipped working copy
+        sig.ORB_MIRROR: lambda: verify.pack(verify.extract(grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
         sig.THUMB_FINE: lambda: photometric.thumbnail(work, photometric.FINE_SIDE),
     }
     studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
     if studio is not None:
-        grey = studio.convert("L")
+        studio_grey = studio.convert("L")
         out.update({
-            sig.DHASH_BACKDROP: pack64(dhash64(grey)),
-            sig.PHASH_BACKDROP: pack64(_phash32(_phash_grey(grey))),
+            sig.DHASH_BACKDROP: pack64(dhash64(studio_grey)),
+            sig.PHASH_BACKDROP: pack64(_phash32(_phash_grey(studio_grey))),
             sig.PDQ_BACKDROP: pdq_dihedral(studio)[0],
             sig.ORB_BACKDROP: verify.pack(verify.extract(studio)),
             sig.THUMB_BACKDROP: photometric.thumbnail(studio),
         })  # fmt: skip
-    out.update(_frame_hashes(work))
+    out.update(_frame_hashes(work, grey))
     return out, later
 
 
-def _frame_hashes(work: Image.Image) -> dict[str, bytes]:
-    """The hashes of the photo alone when the query shows it inside a screenshot-like frame (else none)."""
-    grey = work.convert("L")
+def _frame_hashes(work: Image.Image, grey: Image.Image) -> dict[str, bytes]:
+    """The hashes of the photo alone when the query shows it inside a screenshot-like frame (else none).
+    `grey`: the working copy's greyscale copy, describe's own."""
     box = normalise.framed_box(grey)
     if box is None:
         return {}

@@ -17,9 +17,12 @@ def dhash64(image: Image.Image, reducing_gap: float | None = None) -> int:
     With `reducing_gap` (Pillow's box pre-reduction) it is within a few bits of that, much cheaper."""
     grey = image if image.mode == "L" else image.convert("L")
     small = grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
-    pixels = np.asarray(small)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    return int.from_bytes(dhash_bits(np.asarray(small)), "big")
+
+
+def dhash_bits(pixels: np.ndarray) -> bytes:
+    """The 8 packed bytes of dHash from its (8, 9) greyscale reduction: left < right, row by row."""
+    return np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes()
 
 
 def pack64(value: int) -> bytes:
