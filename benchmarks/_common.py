@@ -170,6 +170,8 @@ PARTS: dict[str, tuple[str, str]] = {
     "mirror hashes": ("describe.py", "_mirror_hashes"),
     "query-only views": ("describe.py", "_query_views"),
     "trim box": ("normalise.py", "trim_box"),
+    "halved copy": ("normalise.py", "halved"),
+    "trim box (halved copy)": ("normalise.py", "halved_trim_box"),
     "trim: depth": ("normalise.py", "depth"),
     "ORB extract": ("verify.py", "extract"),
     "ORB pack": ("verify.py", "pack"),

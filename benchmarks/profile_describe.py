@@ -23,7 +23,8 @@ from common.signals import signal_set
 PARTS = [
     "decode", "describe", "  PDQ (dihedral)", "  draft hashes (dHash, pHash, crops)", "    pHash",
     "    pHash (of the 32x32 copy)", "    dHash (primary)", "    dHash (box-reduced views)",
-    "  mirror hashes", "  trim box", "    trim: depth", "  ORB extract", "  ORB pack", "  ORB words",
+    "  mirror hashes", "  halved copy", "  trim box", "  trim box (halved copy)",
+    "    trim: depth", "  ORB extract", "  ORB pack", "  ORB words",
     "  thumbnail", "PIL resize (all)", "PIL reduce (all)", "PIL convert (all)", "cv2.resize (all)",
 ]
 

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from common.match.presets import FIXED
+from common.signals.normalise import halved
 
 Size = tuple[int, int]  # (width, height) of an image in the ORB frame
 
@@ -62,9 +63,13 @@ def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE) -> bytes:
     """The stored thumbnail blob: 4-byte header (luma w, h; chroma w, h) + luma + Cr + Cb, uint8.
 
     About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma). `image`: a picture, or its (h, w, 3)
-    uint8 RGB array. `side` FINE_SIDE: a query's fine one."""
-    rgb = image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB"))
-    small = _resized(rgb, side)  # one area resize of the photo
+    uint8 RGB array. `side` FINE_SIDE: a query's fine one.
+
+    Made from the photo's halved copy (normalise.halved: exact 2x area steps to <= 320 px, >= 160 px
+    so >= FINE_SIDE when it reduces at all), which describe passes in already made (then halving it
+    again is a no-op), and one area resize of that."""
+    rgb = halved(image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB")))
+    small = _resized(rgb, side)
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     ycc = cv2.cvtColor(_resized(small, side * CHROMA_SIDE // THUMB_SIDE), cv2.COLOR_RGB2YCrCb)
     header = bytes([luma.shape[1], luma.shape[0], ycc.shape[1], ycc.shape[0]])

@@ -32,7 +32,8 @@ def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
 
     Each side walks inwards while its lines stay within tolerance of that side's outermost line,
     after a 3x3 median that removes salt-and-pepper specks. `image` may be the (h, w, 3) uint8 RGB
-    array of the picture, when the caller already holds one (describe does).
+    array of the picture, when the caller already holds one. describe runs the same rule on its
+    halved copy instead (halved_trim_box).
     """
     full = np.ascontiguousarray(image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB")))
     fh, fw, _ = full.shape
@@ -43,7 +44,36 @@ def trim_box(image: Image.Image | np.ndarray) -> tuple[int, int, int, int]:
         if scale < 1
         else full
     )
-    a = cv2.medianBlur(small, 3)
+    return _border_box(small, (fw, fh), scale)
+
+
+# describe's shared halved copy: exact 2x area steps down to <= this longer side.
+HALVED_SIDE = 320
+
+
+def halved(rgb: np.ndarray) -> np.ndarray:
+    """The (h, w, 3) uint8 array reduced by exact 2x INTER_AREA steps until its longer side is <=
+    HALVED_SIDE (itself when already that small). describe makes it once; the trim box
+    (halved_trim_box) and the thumbnails (photometric.thumbnail) both start from it, instead of each
+    area-reducing the working copy on its own (~2 ms of the ~8 ms describe)."""
+    out = rgb
+    while max(out.shape[:2]) > HALVED_SIDE:
+        h, w = out.shape[:2]
+        out = cv2.resize(out, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out)
+
+
+def halved_trim_box(half: np.ndarray, full_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """trim_box's border rule run on `half` (halved(rgb) of an image of `full_size` = (w, h)) as it is,
+    without trim_box's own reduction to 256 px; the box is at full_size's resolution."""
+    return _border_box(half, full_size, half.shape[1] / full_size[0])
+
+
+def _border_box(small: np.ndarray, full_size: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
+    """The border rule on `small` (a copy of an image of `full_size` reduced by `scale`), as a box at
+    full resolution."""
+    fw, fh = full_size
+    a = cv2.medianBlur(np.ascontiguousarray(small), 3)
     h, w, _ = a.shape
 
     def depth(lines: np.ndarray) -> int:
