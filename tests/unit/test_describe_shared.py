@@ -7,10 +7,12 @@ import cv2
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from common.match import describe, photometric, verify
 from common.signals import normalise
+from common.signals import signal_set as sig
+from tests.support import samplegen
 
 _TOL, _KEEP = 10, 0.97
 
@@ -77,3 +79,44 @@ def test_signals_take_the_shared_copies_without_changing_a_bit() -> None:
     assert photometric.thumbnail(rgb) == photometric.thumbnail(image)
     assert verify.pack(verify.extract(grey)) == verify.pack(verify.extract(image))
     assert describe.pdq_dihedral(rgb) == describe.pdq_dihedral(image)
+
+
+def test_describe_halves_the_working_copy_once_for_the_trim_box_and_the_thumbnails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a photo padded with a saturated colour (so the query also makes its backdrop views), When
+    # described as a query with every lazy view made, Then describe halved its working copy once, the
+    # draft trim box came from that copy (trim_box itself never ran), and every thumbnail started
+    # from an array of <= 320 px (none re-reduced the 500 px working copy).
+    photo = samplegen.render_product(np.random.default_rng(5))  # 360 x 540, studio white
+    image = ImageOps.expand(photo, (20, 30, 20, 30), fill=(40, 90, 200))  # 400 x 600: the working copy
+    a = np.asarray(image)
+    halvings: list[tuple[int, ...]] = []
+    thumb_inputs: list[tuple[int, ...]] = []
+    real_halved = normalise.halved
+
+    def counting_halved(rgb: np.ndarray) -> np.ndarray:
+        halvings.append(rgb.shape)
+        return real_halved(rgb)
+
+    def spying_halved(rgb: np.ndarray) -> np.ndarray:
+        thumb_inputs.append(rgb.shape)
+        return real_halved(rgb)
+
+    def no_trim_box(*_: object) -> None:
+        raise AssertionError("draft describe must take the trim box from the halved copy")
+
+    monkeypatch.setattr(normalise, "halved", counting_halved)
+    monkeypatch.setattr(normalise, "trim_box", no_trim_box)
+    monkeypatch.setattr(photometric, "halved", spying_halved)
+    query = describe.describe(image, query=True)
+    dict(query.items())  # the lazy views (mirror keypoints, fine thumbnail) made too
+    assert sig.THUMB_BACKDROP in query  # the backdrop's thumbnail was made too
+    assert halvings == [(600, 400, 3)]
+    # thumb, the restored backdrop's and the fine one; only the backdrop's (another image, made
+    # from the working copy) is halved inside thumbnail
+    assert len(thumb_inputs) == 3
+    assert [s for s in thumb_inputs if max(s[:2]) > normalise.HALVED_SIDE] == [(600, 400, 3)]
+    half = real_halved(a)
+    assert query[sig.THUMB] == photometric.thumbnail(half) == photometric.thumbnail(a)
+    assert query[sig.THUMB_FINE] == photometric.thumbnail(a, photometric.FINE_SIDE)
