@@ -168,6 +168,7 @@ def restudioed(image: Image.Image) -> Image.Image | None:
         back = keyed
     colour = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     full, white = _garment_side(rgb.astype(np.float32), back, colour)
+    full[white] = _STUDIO_FILL  # so the soft edge below blends the garment with white, not the backdrop
     soft = cv2.GaussianBlur(white.astype(np.float32), (0, 0), 1.0)[..., None]
     out = full * (1.0 - soft) + _STUDIO_FILL * soft
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
@@ -193,13 +194,21 @@ def _garment_side(rgb: np.ndarray, back: np.ndarray, colour: np.ndarray) -> tupl
     sigma = float(reach)
     weight = cv2.GaussianBlur(inner, (0, 0), sigma)
     garment = cv2.GaussianBlur(rgb * inner[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)[..., None]
-    span = garment - colour
-    norm = (span * span).sum(axis=2)
-    share = ((rgb - colour) * span).sum(axis=2) / np.maximum(norm, 1.0)
     nearer = np.abs(rgb - garment).max(axis=2) > off  # nearer the backdrop than the garment
     white = backdrop | (rim & (off <= FIXED.rim_tol) & nearer)
-    blended = rim & ~white & (weight > 0.05) & (np.sqrt(norm) >= FIXED.unmix_contrast)
-    share = np.clip(share, 0.0, 1.0)
+    # pixel - backdrop = a (garment - backdrop) + c (white - backdrop): the original's outline is the
+    # garment and its light studio halo; the backdrop's share 1 - a - c goes back to studio white.
+    u, v, d = garment - colour, _STUDIO_FILL - colour, rgb - colour
+    uu, uv, vv = (u * u).sum(axis=2), (u * v).sum(axis=2), (v * v).sum(axis=2)
+    ud, vd = (u * d).sum(axis=2), (v * d).sum(axis=2)
+    det = uu * vv - uv * uv
+    ok = det > 1e-3 * np.maximum(uu * vv, 1.0)
+    safe = np.where(ok, det, 1.0)
+    a = np.where(ok, (ud * vv - vd * uv) / safe, 0.0)
+    c = np.where(ok, (vd * uu - ud * uv) / safe, vd / np.maximum(vv, 1.0))
+    a, c = np.clip(a, 0.0, 1.0), np.clip(c, 0.0, 1.0)
+    share = np.clip(a + c, 0.0, 1.0)  # the garment's (and its halo's) share of the pixel
+    blended = rim & ~white & (weight > 0.05) & (np.sqrt(uu) >= FIXED.unmix_contrast)
     out = rgb.copy()
     keep = blended & (share >= FIXED.unmix_min)
     out[keep] += (1.0 - share[keep])[:, None] * (_STUDIO_FILL - colour[keep])
