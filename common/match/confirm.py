@@ -118,6 +118,9 @@ class _View:
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
     flip: bool = False  # the thumbnails are the straight query's, mirrored on use
+    # May refit any candidate whose earlier view's keypoints passed but whose colours did not (not only
+    # its own rows): a replaced backdrop changes the colours the straight fit is judged on.
+    refit_any: bool = False
     _cache: dict[str, object] = field(default_factory=dict)
 
     def _get(self, key: str, make: Callable[[], _T]) -> _T:
@@ -177,6 +180,7 @@ def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -
                 None,
                 rows,
                 rule.pdq_backdrop_max,
+                refit_any=True,
             )
         )
     if sig.PDQ_FRAME in query:  # the photo inside a screenshot-like frame: its PDQ alone (ORB: the query's)
@@ -272,7 +276,8 @@ def _photo_stage(
     """ORB passes (and flat photos) that the aligned thumbnails also agree on. When the view whose
     keypoints passed fails here, the later views (the restored backdrop after the straight one) get
     their own fit and check: a garment on a replaced backdrop is aligned by the straight view but
-    only its restored view's colours agree."""
+    only its restored view's colours agree. The backdrop view refits any such candidate, not only
+    those its own hashes brought."""
     found: dict[int, tuple[str, Evidence]] = {}
     for k, (i, blob, verdict, view) in enumerate(passed):
         t_thumb = thumbs[k] if thumbs else None
@@ -284,7 +289,8 @@ def _photo_stage(
             if extra is None and not by_photo and t_thumb is not None:
                 t_feat = verify.unpack(blob)
                 for later in views[views.index(view) + 1 :]:
-                    if later.orb is None or (later.rows is not None and rows[i] not in later.rows):
+                    mine = later.rows is None or rows[i] in later.rows or later.refit_any
+                    if later.orb is None or not mine:
                         continue
                     again = verify.verify(later.features(), t_feat, min_inliers=rule.orb_min_inliers)
                     if again.passes(rule.orb_min_inliers):
