@@ -111,6 +111,9 @@ class Thresholds:
     # --- ORB + RANSAC geometry (common.match.verify.verify / _plausible) ---------------------------
     orb_ratio: float = 0.8  # Lowe ratio test: best match closer than this share of the second best
     ransac_reproj: float = 6.0  # RANSAC reprojection error (px, in the 400 px ORB frame) of an inlier
+    # A failed fit is retried once without the query's hub keypoints: those that are the nearest
+    # neighbour of more than this many candidate keypoints (verify._hubs).
+    orb_hub_max: int = 2
     # Largest fitted rotation of a plausible copy (degrees): sellers rotate by up to ~10; the similarity
     # fit of a copy rotated, re-cropped and stretched back to its old size reads up to ~12.5 (seed-3 tune
     # part: 12 lost 2 of 22 rotations, 15 none, no new false match on any part or the devset). The
