@@ -113,7 +113,7 @@ def verify_report(q: dict, index: MemoryIndex, rule: Rule, pid: str, row: int) -
     _, alt = pipeline._hash_candidates(q, index.snap, rule, primary, unpack64(q[primary]))
     views = confirm._views(q, rule, alt)
     t_pdq = index.store[PDQ][pid]
-    t_orb = index.store[confirm.ORB][pid]
+    t_orb = index.store[signal_set.ORB][pid]
     t_feat = verify.unpack(t_orb)
     t_thumb = photometric.unpack_thumb(index.store[THUMB][pid])
     parts, stage = [], "orb"

@@ -11,7 +11,8 @@ from common.config.tasks import JOB_TTL
 from common.errors import NeardupError
 from common.index import keys
 from common.index.allpairs import MIRROR_SEP, PAIR_RECORD, STAGES, pairs_for_shard, shard_plan
-from common.match import confirm, presets
+from common.match import presets
+from common.match.pairs import verify_pairs
 from workers import index_cache
 from workers.app import app
 from workers.guard import GuardedTask
@@ -124,7 +125,7 @@ def _dedup_shard(
     pairs = candidate_pairs(snap, columns or [index_cache.signals().primary], radius, n, n_shards, shard)
     if rule.verified and len(pairs):
         store = index_cache.store()
-        verdicts = confirm.verify_pairs(
+        verdicts = verify_pairs(
             [
                 (snap.ids[a], snap.ids[b])
                 for a, b in zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True)

@@ -13,7 +13,7 @@ Stages (all but `original`):
      Low-information images (low PDQ quality: flat, mostly blank) need ORB, not PDQ alone.
      ORB passes must also agree photometrically: the stored thumbnail (thumb@1) warped by the fitted
      transform into the query's frame (photometric.photometric) — same-template garments fail here.
-     Stage 3 lives in common.match.confirm, with `verify_pairs` for pairs of indexed products (dedup).
+     Stage 3 lives in common.match.confirm; common.match.pairs verifies pairs of indexed products (dedup).
 `original` is the replaced system's rule: dHash distance <= max_distance, nothing else.
 """
 

@@ -153,6 +153,31 @@ def verify(
     if len(query.descriptors) < 8 or len(target.descriptors) < 8:
         return Verdict(0, 0, False)
     q_rows, t_rows = _good_matches(query.descriptors, target.descriptors, ratio, min_inliers)
+    verdict = _fit(query, target, q_rows, t_rows, min_inliers)
+    if min_inliers <= 0 or verdict.passes(min_inliers) or verdict.good < max(_MIN_GOOD, min_inliers):
+        return verdict
+    # A failed fit gets one retry without the query's hub keypoints: those nearest to more than
+    # FIXED.orb_hub_max of the candidate's keypoints (a replaced backdrop's repeated texture, a
+    # pattern's repeats) match anything and crowd RANSAC with outliers.
+    hubs = _hubs(query.descriptors, target.descriptors)
+    keep = ~hubs[q_rows]
+    if keep.all():
+        return verdict
+    again = _fit(query, target, q_rows[keep], t_rows[keep], min_inliers)
+    return again if again.passes(min_inliers) else verdict
+
+
+def _hubs(query: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(n_query,) bool: the query keypoints that are the nearest neighbour of more than
+    FIXED.orb_hub_max target keypoints."""
+    _, idx = cv2.batchDistance(target, query, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1)
+    return np.bincount(idx[:, 0], minlength=len(query)) > FIXED.orb_hub_max
+
+
+def _fit(
+    query: Features, target: Features, q_rows: np.ndarray, t_rows: np.ndarray, min_inliers: int
+) -> Verdict:
+    """The RANSAC fit of the matches (query rows, target rows): similarity, then the affine second chance."""
     good = len(q_rows)
     if good < max(_MIN_GOOD, min_inliers):
         return Verdict(good, 0, False)

@@ -185,9 +185,65 @@ def restudioed(image: Image.Image) -> Image.Image | None:
     back: np.ndarray = mask[1:-1, 1:-1].astype(np.float32) / 255.0
     if not FIXED.backdrop_min_share <= back.mean() <= FIXED.backdrop_max_share:
         return None  # no backdrop to speak of, or nothing left of a garment
-    back = cv2.GaussianBlur(cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 1.0)[..., None]
-    out = rgb.astype(np.float32) * (1.0 - back) + _STUDIO_FILL * back
+    flooded = mask[1:-1, 1:-1] > 0
+    filled = cv2.inpaint(small, (~flooded).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    # Flat patches of the backdrop's colour enclosed by the garment (between arm and body: the
+    # cut-out reached them through gaps the small copy closes): FIXED.key_tol, key_flat_std.
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mean = cv2.blur(grey, (3, 3))
+    std = np.sqrt(np.maximum(cv2.blur(grey * grey, (3, 3)) - mean * mean, 0.0))
+    off = np.abs(small.astype(np.int16) - filled).max(axis=2)
+    keyed = np.maximum(back, ((off <= FIXED.key_tol) & (std <= FIXED.key_flat_std)).astype(np.float32))
+    if keyed.mean() <= FIXED.backdrop_max_share:  # else the garment itself is of the backdrop's colour
+        back = keyed
+    colour = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    full, white = _garment_side(rgb.astype(np.float32), back, colour)
+    full[white] = _STUDIO_FILL  # so the soft edge below blends the garment with white, not the backdrop
+    soft = cv2.GaussianBlur(white.astype(np.float32), (0, 0), 1.0)[..., None]
+    out = full * (1.0 - soft) + _STUDIO_FILL * soft
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def _garment_side(rgb: np.ndarray, back: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the photo with its blended outline unmixed, where to paint studio white) at full size.
+
+    The flood (on the small copy) stops short of the garment's outline, where a seller's cut-out
+    blends the new colour into the garment's edge: rim pixels still near that colour go white, and
+    pixels = a * garment + (1 - a) * backdrop get the backdrop's share back as studio white. Flat
+    patches of the backdrop's colour enclosed by the garment (between arm and body: the cut-out
+    reached them through gaps the small copy closes) go white too. Limits: FIXED.rim_* , unmix_*,
+    key_*."""
+    h, w, _ = rgb.shape
+    backdrop = cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+    reach = max(1, round(max(h, w) / _BACKDROP_SIDE)) + 1  # the small copy's pixel, and one more
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    rim = (cv2.dilate(backdrop.astype(np.uint8), kernel) > 0) & ~backdrop
+    off = np.abs(rgb - colour).max(axis=2)
+    # The garment's own colour at the rim: its pixels beyond the rim, carried outwards.
+    inner = (~backdrop & ~rim).astype(np.float32)
+    sigma = float(reach)
+    weight = cv2.GaussianBlur(inner, (0, 0), sigma)
+    garment = cv2.GaussianBlur(rgb * inner[..., None], (0, 0), sigma) / np.maximum(weight, 1e-3)[..., None]
+    nearer = np.abs(rgb - garment).max(axis=2) > off  # nearer the backdrop than the garment
+    white = backdrop | (rim & (off <= FIXED.rim_tol) & nearer)
+    # pixel - backdrop = a (garment - backdrop) + c (white - backdrop): the original's outline is the
+    # garment and its light studio halo; the backdrop's share 1 - a - c goes back to studio white.
+    u, v, d = garment - colour, _STUDIO_FILL - colour, rgb - colour
+    uu, uv, vv = (u * u).sum(axis=2), (u * v).sum(axis=2), (v * v).sum(axis=2)
+    ud, vd = (u * d).sum(axis=2), (v * d).sum(axis=2)
+    det = uu * vv - uv * uv
+    ok = det > 1e-3 * np.maximum(uu * vv, 1.0)
+    safe = np.where(ok, det, 1.0)
+    a = np.where(ok, (ud * vv - vd * uv) / safe, 0.0)
+    c = np.where(ok, (vd * uu - ud * uv) / safe, vd / np.maximum(vv, 1.0))
+    a, c = np.clip(a, 0.0, 1.0), np.clip(c, 0.0, 1.0)
+    share = np.clip(a + c, 0.0, 1.0)  # the garment's (and its halo's) share of the pixel
+    blended = rim & ~white & (weight > 0.05) & (np.sqrt(uu) >= FIXED.unmix_contrast)
+    out = rgb.copy()
+    keep = blended & (share >= FIXED.unmix_min)
+    out[keep] += (1.0 - share[keep])[:, None] * (_STUDIO_FILL - colour[keep])
+    white |= blended & (share < FIXED.unmix_min)
+    return out, white
 
 
 def trimmed(image: Image.Image) -> Image.Image:

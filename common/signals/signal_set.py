@@ -41,11 +41,11 @@ ORB_MIRROR = "orb256.mirror@1"  # ORB of the mirrored working copy (verify.pack)
 THUMB_FINE = "thumb.fine@2"  # the query's thumbnail at twice thumb@2's size (photometric.thumbnail)
 # A query on a non-studio backdrop (a seller's new background) also describes itself with the backdrop
 # replaced by studio white (normalise.restudioed): these views, scanned and verified as the mirror's.
-DHASH_BACKDROP = "dhash64.backdrop@1"
-PHASH_BACKDROP = "phash64.backdrop@1"
-PDQ_BACKDROP = "pdq256.backdrop@1"
-ORB_BACKDROP = "orb256.backdrop@1"
-THUMB_BACKDROP = "thumb.backdrop@2"
+DHASH_BACKDROP = "dhash64.backdrop@2"
+PHASH_BACKDROP = "phash64.backdrop@2"
+PDQ_BACKDROP = "pdq256.backdrop@2"
+ORB_BACKDROP = "orb256.backdrop@2"
+THUMB_BACKDROP = "thumb.backdrop@3"  # @3: backdrop@2's restoration, thumbnail from the halved copy
 # A query that shows a photo inside a screenshot-like frame (normalise.framed_box) also hashes the photo
 # alone: scanned against the stored primary, trimmed and pHash columns; its PDQ confirms like the
 # query's own (a flat photo in a frame has too few keypoints for ORB), else the query itself verifies.

@@ -11,7 +11,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from common.index import orb_words
 from common.index.snapshot import Snapshot
-from common.match import confirm, describe, pipeline, presets
+from common.match import describe, pipeline, presets
+from common.match.pairs import verify_pairs
 from common.signals import signal_set
 from tests.support import samplegen
 
@@ -189,7 +190,7 @@ def test_verify_pairs_confirms_copies_and_rejects_others(catalog: tuple[dict[str
         return [items[i].get(key) if i in items else None for i in ids]
 
     pairs = [("crop", "0000000003"), ("edit", "0000000003"), ("0000000003", "0000000004"), ("crop", "nope")]
-    out = confirm.verify_pairs(pairs, BALANCED, blobs)
+    out = verify_pairs(pairs, BALANCED, blobs)
     assert len(out) == 4
     assert out[0] is not None and out[0][0] in ("orb", "pdq")
     assert out[1] is not None and out[1][0] == "pdq"
@@ -197,7 +198,7 @@ def test_verify_pairs_confirms_copies_and_rejects_others(catalog: tuple[dict[str
     # one bulk fetch per signal over the unique ids
     assert sorted(k for k, _ in calls) == sorted([signal_set.PDQ, signal_set.ORB, signal_set.THUMB])
     assert all(n == 5 for _, n in calls)
-    assert confirm.verify_pairs([], BALANCED, blobs) == []
+    assert verify_pairs([], BALANCED, blobs) == []
 
 
 def test_same_template_other_colour_is_rejected_after_alignment() -> None:
@@ -213,7 +214,7 @@ def test_same_template_other_colour_is_rejected_after_alignment() -> None:
     }
     fetch = lambda key, ids: [items[i].get(key) for i in ids]  # noqa: E731
     # Then the crop of the product itself is confirmed by ORB, the grey garment is not
-    out = confirm.verify_pairs([("a2", "a"), ("b", "a")], BALANCED, fetch)
+    out = verify_pairs([("a2", "a"), ("b", "a")], BALANCED, fetch)
     assert out[0] is not None and out[0][0] == "orb"
     assert out[1] is None
 

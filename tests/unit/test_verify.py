@@ -70,3 +70,36 @@ def test_photometric_check_follows_the_alignment(photos: list[Image.Image]) -> N
         photometric.thumbnail(ImageOps.mirror(ImageOps.grayscale(photos[1]).convert("RGB")))
     )
     assert not photometric.photometric(tq, other, verdict.model, fq.size, ft.size).passes(0.6)
+
+
+def _flipped(rng: np.random.Generator, desc: np.ndarray, bits: int) -> np.ndarray:
+    """`desc` with `bits` random bits flipped."""
+    out = np.unpackbits(desc)
+    out[rng.choice(out.size, bits, replace=False)] ^= 1
+    return np.packbits(out)
+
+
+def test_a_failed_fit_is_retried_without_hub_keypoints() -> None:
+    """22 true matches (one translation) lose to 25 matches of hub keypoints that agree on an
+    implausible quarter turn; each hub is the nearest query keypoint of 3 more target keypoints, so
+    the retry without them finds the true copy. Without hubs nothing is retried."""
+    rng = np.random.default_rng(5)
+    true_t = rng.integers(0, 256, (22, 32), dtype=np.uint8)
+    hub_q = rng.integers(0, 256, (25, 32), dtype=np.uint8)
+    crowd = np.array([_flipped(rng, d, 40) for d in hub_q for _ in range(3)])
+    t_pts = rng.uniform(50, 350, (22 + 25 + 75, 2)).astype(np.float32)
+    target = verify.Features((400, 400), t_pts, np.concatenate([true_t, hub_q, crowd]))
+    q_true = t_pts[:22] - 20.0  # the query is the target shifted by 20 px
+    centre = np.array([200.0, 200.0], np.float32)
+    rel = t_pts[22:47] - centre
+    q_hub = centre + np.stack([rel[:, 1], -rel[:, 0]], axis=1)  # a quarter turn about the centre
+    query = verify.Features(
+        (400, 400), np.concatenate([q_true, q_hub]).astype(np.float32), np.concatenate([true_t, hub_q])
+    )
+    assert verify._hubs(query.descriptors, target.descriptors).sum() == 25
+    verdict = verify.verify(query, target, min_inliers=20)
+    assert verdict.passes(20) and 20 <= verdict.inliers <= 22
+    # the same matches with no crowd: no hubs, so the quarter turn's fit stands (and fails)
+    plain = verify.Features((400, 400), t_pts[:47], target.descriptors[:47])
+    assert not verify._hubs(query.descriptors, plain.descriptors).any()
+    assert not verify.verify(query, plain, min_inliers=20).passes(20)
