@@ -55,7 +55,7 @@ def halved(rgb: np.ndarray) -> np.ndarray:
     """The (h, w, 3) uint8 array reduced by exact 2x INTER_AREA steps until its longer side is <=
     HALVED_SIDE (itself when already that small). describe makes it once; the trim box
     (halved_trim_box) and the thumbnails (photometric.thumbnail) both start from it, instead of each
-    area-reducing the working copy on its own (~2 ms of the ~8 ms describe)."""
+    area-reducing the working copy on its own (measured: trim 2.0 -> 1.1 ms, thumbnail 0.8 -> 0.35)."""
     out = rgb
     while max(out.shape[:2]) > HALVED_SIDE:
         h, w = out.shape[:2]
