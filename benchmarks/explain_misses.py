@@ -36,6 +36,7 @@ from common.signals.signal_set import (  # noqa: E402
     DHASH_CROPS,
     DHASH_MIRROR,
     DHASH_TRIM,
+    ORB,
     PDQ,
     PHASH,
     PHASH_BACKDROP,
@@ -113,7 +114,7 @@ def verify_report(q: dict, index: MemoryIndex, rule: Rule, pid: str, row: int) -
     _, alt = pipeline._hash_candidates(q, index.snap, rule, primary, unpack64(q[primary]))
     views = confirm._views(q, rule, alt)
     t_pdq = index.store[PDQ][pid]
-    t_orb = index.store[confirm.ORB][pid]
+    t_orb = index.store[ORB][pid]
     t_feat = verify.unpack(t_orb)
     t_thumb = photometric.unpack_thumb(index.store[THUMB][pid])
     parts, stage = [], "orb"

@@ -136,6 +136,8 @@ def _hash_candidates(
     views += [(key, primary) for key in sig.DHASH_CROPS]
     # The photo alone inside a screenshot-like frame (query-only): verified as the query itself.
     views += [(primary, sig.DHASH_FRAME), (sig.DHASH_TRIM, sig.DHASH_FRAME), (sig.PHASH, sig.PHASH_FRAME)]
+    # A query turned by a few degrees, turned back (query-only): a re-cropped turn is zoomed in.
+    views += [(primary, sig.DHASH_ROTATED), (sig.DHASH_CROPS[0], sig.DHASH_ROTATED)]
     for column, qkey in views:
         if column not in snap.signal_keys or qkey not in query:
             continue
