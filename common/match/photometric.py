@@ -79,9 +79,6 @@ def unpack_thumb(blob: bytes) -> Thumb:
 
 
 _RING = np.ones((5, 5), np.uint8)
-# The target shown larger than this (query px per target px, 1/1.25: _warp's reduction the other way)
-# has its warp upsampled: the query's detail is matched to it (_matched_detail).
-_ZOOMED_BELOW = 0.8
 
 
 def _warp(
@@ -116,21 +113,6 @@ def _warp(
     # the query's alone: keep a pixel's margin off it (the image's own border is not such an edge).
     valid = cv2.erode(valid.astype(np.uint8), _RING, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
     return out, valid
-
-
-def _matched_detail(
-    luma: np.ndarray, model: np.ndarray, qsize: Size, tsize: Size, tshape: tuple[int, ...]
-) -> np.ndarray:
-    """The query's luma thumbnail at the detail the warped target can show: when the target is shown
-    larger in the query (a zoomed re-crop, e.g. of a turned photo), its warp is an upsampling, so
-    the query is reduced by the same factor and brought back (_warp's reduction, the other way)."""
-    scale = float(np.hypot(model[0, 0], model[1, 0])) * (tshape[1] / tsize[0]) / (luma.shape[1] / qsize[0])
-    if scale >= _ZOOMED_BELOW:
-        return luma
-    h, w = luma.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _background(thumb: Thumb) -> np.ndarray:
@@ -204,8 +186,7 @@ def photometric(
     cr, cvalid = _warp(model, qsize, tsize, qc.shape, tc.shape, tc[..., 0])
     cb, _ = _warp(model, qsize, tsize, qc.shape, tc.shape, tc[..., 1])
     swapped = _swapped_backdrop(query, target, model, qsize, tsize, warped, valid, cr, cb, cvalid)
-    q_luma = _matched_detail(query.luma, model, qsize, tsize, target.luma.shape)
-    luma, disagree = _block_agreement(q_luma, warped, valid, swapped[0] if swapped else None)
+    luma, disagree = _block_agreement(query.luma, warped, valid, swapped[0] if swapped else None)
     cvalid = cv2.erode(cvalid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     if swapped:
         cvalid &= ~swapped[1]
