@@ -35,7 +35,9 @@ from common.signals.signal_set import (  # noqa: E402
     DHASH_BACKDROP,
     DHASH_CROPS,
     DHASH_MIRROR,
+    DHASH_ROTATED,
     DHASH_TRIM,
+    ORB,
     PDQ,
     PHASH,
     PHASH_BACKDROP,
@@ -81,7 +83,8 @@ def candidate_report(q: dict, index: MemoryIndex, rule: Rule, row: int) -> tuple
     dh = pipeline._RowDistances(snap.column(primary), q_dh)
     ranked = sorted(best, key=lambda r: (best[r], dh[r], snap.ids[r]))
     order = ranked[: rule.max_candidates]
-    words = pipeline._word_candidates(q, snap, rule, set(order))
+    rotated = pipeline._rotated_candidates(q, snap, rule, primary, set(order))
+    words = pipeline._word_candidates(q, snap, rule, {*order, *rotated})
     col = {k: snap.column(k) for k in snap.signal_keys}
 
     def d(column: str, qkey: str) -> str:
@@ -97,14 +100,15 @@ def candidate_report(q: dict, index: MemoryIndex, rule: Rule, row: int) -> tuple
         "bd_dh": d(primary, DHASH_BACKDROP),
         "bd_ph": d(PHASH, PHASH_BACKDROP),
         "mi_dh": d(primary, DHASH_MIRROR),
+        "rot": d(DHASH_CROPS[0], DHASH_ROTATED),
         "mi_ph": d(PHASH, PHASH_MIRROR),
     }
     cut = best[order[-1]] if order else None
     rank = ranked.index(row) if row in best else None
     text = " ".join(f"{k}={v}" for k, v in views.items())
-    text += f" | hash rank {rank} (cut at d={cut}), word cand {row in words}"
+    text += f" | hash rank {rank} (cut at d={cut}), rotated cand {row in rotated}, word cand {row in words}"
     text += f", backdrop view {row in alt['backdrop']}"
-    return row in order or row in words, text
+    return row in order or row in rotated or row in words, text
 
 
 def verify_report(q: dict, index: MemoryIndex, rule: Rule, pid: str, row: int) -> tuple[str, str]:
@@ -113,7 +117,7 @@ def verify_report(q: dict, index: MemoryIndex, rule: Rule, pid: str, row: int) -
     _, alt = pipeline._hash_candidates(q, index.snap, rule, primary, unpack64(q[primary]))
     views = confirm._views(q, rule, alt)
     t_pdq = index.store[PDQ][pid]
-    t_orb = index.store[signal_set.ORB][pid]
+    t_orb = index.store[ORB][pid]
     t_feat = verify.unpack(t_orb)
     t_thumb = photometric.unpack_thumb(index.store[THUMB][pid])
     parts, stage = [], "orb"

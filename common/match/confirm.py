@@ -156,6 +156,8 @@ def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -
         )
     if sig.PDQ_FRAME in query:  # the photo inside a screenshot-like frame: its PDQ alone (ORB: the query's)
         views.append(_View("frame", query.get(sig.PDQ_FRAME), None, None, None, set()))
+    if sig.PDQ_ROTATED in query:  # a query turned by a few degrees, turned back: its PDQ alone
+        views.append(_View("rotated", query.get(sig.PDQ_ROTATED), None, None, None, set()))
     return views
 
 

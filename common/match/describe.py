@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.index import orb_words
 from common.match import photometric, verify
-from common.signals import embedding, normalise, pdq, pdq_fast
+from common.signals import embedding, normalise, pdq, pdq_fast, rotation
 from common.signals import plugins as plugin_registry
 from common.signals import signal_set as sig
 from common.signals.imaging import decode
@@ -190,6 +190,11 @@ def _query_views(
             sig.THUMB_BACKDROP: photometric.thumbnail(studio),
         })  # fmt: skip
     out.update(_frame_hashes(work, grey))
+    angle = rotation.tilt(grey)  # None for an upright photo (nearly every query): no view
+    if angle is not None:
+        upright = rotation.turned_back(work, angle)
+        out[sig.DHASH_ROTATED] = pack64(dhash64(upright.convert("L")))
+        out[sig.PDQ_ROTATED] = pdq_dihedral(upright)[0]
     return out, later
 
 

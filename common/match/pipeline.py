@@ -99,6 +99,7 @@ def find_matches(
         (r for r in best if r not in accepted and r != excluded_row),
         key=lambda r: (best[r], int(dh_all[r]), snap.ids[r]),
     )[: rule.max_candidates]
+    order += _rotated_candidates(query, snap, rule, primary, {*order, *accepted, excluded_row})
     # Local-feature words: crops and pads whose global hashes all moved still share keypoints.
     order += _word_candidates(query, snap, rule, {*order, *accepted, excluded_row})
     # emb: the embedding's nearest products join the candidates (None: no model, nothing changes).
@@ -160,6 +161,29 @@ def _hash_candidates(
                 best[r] = d
                 alt_rows[view].add(r)
     return best, alt_rows
+
+
+# A query turned by a few degrees, turned back (query-only; a re-cropped turn is zoomed in, hence the
+# centre crop): its closest rows join the candidates, never displacing the query's own (measured: as
+# one more view in the ranking, its near misses pushed a lightly turned copy's product past the cut).
+ROTATED_CANDIDATES = 3
+
+
+def _rotated_candidates(
+    query: dict[str, bytes], snap: Snapshot, rule: Rule, primary: str, taken: set[int | None]
+) -> list[int]:
+    if sig.DHASH_ROTATED not in query:
+        return []
+    q = unpack64(query[sig.DHASH_ROTATED])
+    best: dict[int, int] = {}
+    for column in (primary, sig.DHASH_CROPS[0]):
+        if column not in snap.signal_keys:
+            continue
+        rows, dist = _scan(snap, column, q, rule.candidate_radius)
+        for r, d in zip(rows.tolist(), dist.tolist(), strict=True):
+            if r not in taken and d < best.get(r, 65):
+                best[r] = d
+    return sorted(best, key=lambda r: (best[r], snap.ids[r]))[:ROTATED_CANDIDATES]
 
 
 def _embedding_tier(

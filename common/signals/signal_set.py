@@ -52,6 +52,11 @@ THUMB_BACKDROP = "thumb.backdrop@3"  # @3: backdrop@2's restoration, thumbnail f
 DHASH_FRAME = "dhash64.frame@1"
 PHASH_FRAME = "phash64.frame@1"
 PDQ_FRAME = "pdq256.frame@1"
+# A query that looks turned by a few degrees (common.signals.rotation) also hashes itself turned back:
+# scanned against the stored primary and centre-crop columns (a re-cropped turn is zoomed in); its PDQ
+# confirms like the query's own (a flat garment turned has too few keypoints for ORB to fit the turn).
+DHASH_ROTATED = "dhash64.rotated@1"
+PDQ_ROTATED = "pdq256.rotated@1"
 # ORB words of the strongest keypoints, 4 x 16 bits per column (common.index.orb_words): crop candidates.
 ORB_WORDS = orb_words.COLUMNS
 
