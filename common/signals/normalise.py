@@ -209,10 +209,8 @@ def _garment_side(rgb: np.ndarray, back: np.ndarray, colour: np.ndarray) -> tupl
 
     The flood (on the small copy) stops short of the garment's outline, where a seller's cut-out
     blends the new colour into the garment's edge: rim pixels still near that colour go white, and
-    pixels = a * garment + (1 - a) * backdrop get the backdrop's share back as studio white. Flat
-    patches of the backdrop's colour enclosed by the garment (between arm and body: the cut-out
-    reached them through gaps the small copy closes) go white too. Limits: FIXED.rim_* , unmix_*,
-    key_*."""
+    pixels = a * garment + (1 - a) * backdrop get the backdrop's share back as studio white (the
+    enclosed flat patches are already in `back`: restudioed). Limits: FIXED.rim_tol, unmix_*."""
     h, w, _ = rgb.shape
     backdrop = cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
     reach = max(1, round(max(h, w) / _BACKDROP_SIDE)) + 1  # the small copy's pixel, and one more
