@@ -15,7 +15,7 @@ import redis
 from common.config.settings import Settings
 from common.index.snapshot import Snapshot
 from common.index.store import IndexStore
-from common.match import describe, pipeline
+from common.match import describe, photometric, pipeline
 from common.signals import signal_set
 from producer.connection import celery_app
 from producer.local import WorkerProcess
@@ -82,10 +82,10 @@ class BenchStack:
 
         sample = describe.describe(Image.new("RGB", (360, 540), "white"))
         sample_blobs = {key: sample[key] for key in signal_set.from_env().blobs}
-        if thumb_side is not None:  # a valid thumbnail blob (header: luma w, h; chroma w, h), flat grey
+        if thumb_side is not None:  # a valid thumbnail blob (photometric.pack_thumb), flat grey
             c = max(1, thumb_side // 2)
-            header = bytes([thumb_side, thumb_side, c, c])
-            sample_blobs[signal_set.THUMB] = header + bytes([128]) * (thumb_side**2 + 2 * c * c)
+            flat = np.full((thumb_side, thumb_side), 128, np.uint8), np.full((2, c, c), 128, np.uint8)
+            sample_blobs[signal_set.THUMB] = photometric.pack_thumb(*flat)
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):

@@ -5,6 +5,7 @@ Split from common.match.verify (ORB + RANSAC), whose fitted transform this check
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -60,10 +61,10 @@ def _resized(arr: np.ndarray, side: int) -> np.ndarray:
 
 
 def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE) -> bytes:
-    """The stored thumbnail blob: 4-byte header (luma w, h; chroma w, h) + luma + Cr + Cb, uint8.
+    """The stored thumbnail blob (pack_thumb): luma (64 px long side) and Cr, Cb (32 px), uint8.
 
-    About 4.1 KB for a 2:3 photo (2.7 KB luma, 1.4 KB chroma). `image`: a picture, or its (h, w, 3)
-    uint8 RGB array. `side` FINE_SIDE: a query's fine one.
+    About 1.5-2 KB for a 2:3 catalogue photo (4.1 KB of pixels, compressed losslessly). `image`: a
+    picture, or its (h, w, 3) uint8 RGB array. `side` FINE_SIDE: a query's fine one.
 
     Made from the photo's halved copy (normalise.halved: exact 2x area steps to <= 320 px, >= 160 px
     so >= FINE_SIDE when it reduces at all), which describe passes in already made (then halving it
@@ -72,14 +73,33 @@ def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE) -> bytes:
     small = _resized(rgb, side)
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     ycc = cv2.cvtColor(_resized(small, side * CHROMA_SIDE // THUMB_SIDE), cv2.COLOR_RGB2YCrCb)
-    header = bytes([luma.shape[1], luma.shape[0], ycc.shape[1], ycc.shape[0]])
-    return header + luma.tobytes() + np.ascontiguousarray(ycc[..., 1:].transpose(2, 0, 1)).tobytes()
+    return pack_thumb(luma, np.ascontiguousarray(ycc[..., 1:].transpose(2, 0, 1)))
+
+
+def pack_thumb(luma: np.ndarray, chroma: np.ndarray) -> bytes:
+    """4-byte header (luma w, h; chroma w, h), then zlib of the luma (h, w) and chroma (2, h2, w2)
+    planes, each row stored as its difference from the row above (PNG's "up" filter: catalogue
+    backdrops and smooth garments leave mostly zeros, 4.1 KB -> ~1.6 KB; the pixels come back exact)."""
+    header = bytes([luma.shape[1], luma.shape[0], chroma.shape[2], chroma.shape[1]])
+    body = np.concatenate([_up(luma).ravel(), _up(chroma).ravel()])
+    return header + zlib.compress(body.tobytes(), 6)
+
+
+def _up(planes: np.ndarray) -> np.ndarray:
+    out = planes.copy()
+    out[..., 1:, :] -= planes[..., :-1, :]  # uint8: wraps modulo 256, undone by a uint8 cumsum
+    return out
 
 
 def unpack_thumb(blob: bytes) -> Thumb:
+    """The planes of a pack_thumb blob; ValueError when it does not unpack (damaged, foreign)."""
     lw, lh, cw, ch = blob[:4]
-    luma = np.frombuffer(blob, np.uint8, lw * lh, 4).reshape(lh, lw)
-    chroma = np.frombuffer(blob, np.uint8, 2 * cw * ch, 4 + lw * lh).reshape(2, ch, cw)
+    try:
+        body = np.frombuffer(zlib.decompress(blob[4:]), np.uint8)
+    except zlib.error as exc:
+        raise ValueError(f"thumbnail blob does not decompress: {exc}") from None
+    luma = np.cumsum(body[: lw * lh].reshape(lh, lw), axis=0, dtype=np.uint8)
+    chroma = np.cumsum(body[lw * lh :].reshape(2, ch, cw), axis=1, dtype=np.uint8)
     return Thumb(luma, chroma.transpose(1, 2, 0).astype(np.float32) - 128.0)
 
 
