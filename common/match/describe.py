@@ -110,8 +110,8 @@ def describe(
     sigs[sig.PDQ] = pdq_views[0]
     sigs.update(_mirror_hashes(grey32, grey9, pdq_views))
     sigs[sig.SHA] = digest[:8]
-    features = verify.extract(grey)
-    sigs[sig.ORB] = verify.pack(features)
+    features = verify.extract(grey)  # a query keeps every keypoint; the inventory its strongest
+    sigs[sig.ORB] = verify.pack(features if query else verify.strongest(features, verify.STORED_FEATURES))
     sigs[sig.THUMB] = photometric.thumbnail(half)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in signals.plugins:
