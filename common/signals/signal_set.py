@@ -27,7 +27,7 @@ PHASH = "phash64@1"  # imagehash.phash(image), 64 bits
 DHASH_TRIM = "dhash64.trim@2"  # dHash of the content box inside uniform borders (halved_trim_box)
 DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100): common.signals.pdq, = pdqhash 0.2.8
-ORB = "orb128@1"  # verify.pack: 4-byte header + 36 B per keypoint, the 128 strongest (a query: 256)
+ORB = "orb112@1"  # verify.pack: 4-byte header + 36 B per keypoint, the 112 strongest (a query: 256)
 THUMB = "thumb@3"  # photometric.thumbnail (of the halved copy): 64 px luma + 32 px chroma, zlib (~1.6 KB)
 # The left-right mirror. An image query describes its own mirror and compares it with the stored
 # columns and blobs as they are. The mirror's two hashes (scan columns, 16 bytes) and its PDQ (a blob,
