@@ -14,10 +14,9 @@ import redis
 
 from common.config.settings import Settings
 from common.index.snapshot import Snapshot
-from common.index.store import IndexStore
 from common.match import describe, photometric, pipeline
 from common.signals import signal_set
-from producer.connection import celery_app
+from producer.connection import celery_app, index_store
 from producer.local import WorkerProcess
 from producer.redis_server import RedisServer
 from tests.support.processes import free_port
@@ -36,7 +35,7 @@ class BenchStack:
             Settings.from_env({}), redis_url=self.redis.url, data_dir=self.dir, **self.overrides
         )
         self.r = redis.Redis.from_url(self.redis.url)
-        self.store = IndexStore(self.r, signal_set.from_env().scan, signal_set.from_env().blobs)
+        self.store = index_store(self.r, signal_set.from_env())
         self.app = celery_app(self.settings)
         return self
 

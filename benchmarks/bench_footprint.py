@@ -26,9 +26,10 @@ from _common import machine, photo_jpeg, table
 from PIL import Image
 
 from common.index import keys
-from common.index.store import IndexStore, Product
+from common.index.store import Product
 from common.match import describe
 from common.signals import signal_set
+from producer.connection import index_store
 from producer.redis_server import RedisServer
 from tests.support.processes import free_port
 
@@ -62,7 +63,7 @@ def _part(key: str, blobs: dict[str, str]) -> str:
 
 def _measure(r: redis.Redis, products: list[tuple[str, bytes]]) -> tuple[dict[str, float], float, float]:
     sigs = signal_set.DEFAULT
-    store = IndexStore(r, sigs.scan, sigs.blobs)
+    store = index_store(r, sigs)
     blobs = {keys.signal(s): f"{s} blob" for s in sigs.blobs}
     before = r.info("memory")["used_memory"]
     batch: list[Product] = []

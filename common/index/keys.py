@@ -14,7 +14,7 @@ CHANGES = PREFIX + "index:changes"
 PRODUCTS = PREFIX + "index:products"  # productId -> JSON {url, at}
 ROWS = PREFIX + "index:rows"  # productId -> row number in the columns
 IDS = PREFIX + "index:ids"  # productIds joined by "\n", in row order
-SIGNALS = PREFIX + "index:signals"  # JSON list of the scanned signals this index was built with
+SIGNALS = PREFIX + "index:signals"  # JSON list of the scanned, verified and identity signals it holds
 # emb: JSON {signal, threshold, ...} from `neardup calibrate --write`: the embedding stage's threshold.
 EMBEDDING_CALIBRATION = PREFIX + "index:embedding_calibration"
 # Row slots: removed products free their row, the next new product takes it, so churn does not grow

@@ -66,6 +66,7 @@ class IndexStore:
         scan_signals: Sequence[str],
         blob_signals: Sequence[str] = (),
         identity_signals: Sequence[str] = (),
+        verified_signals: Sequence[str] = (),
     ):
         self.r = client
         self.scan_signals = tuple(scan_signals)
@@ -73,6 +74,9 @@ class IndexStore:
         # emb: blob signals that are also part of the recorded signal set (the embedding model), so an
         # index never mixes them; none by default, and then the set is the scan signals, as before.
         self.identity_signals = tuple(identity_signals)
+        # Blobs that verification reads (PDQ, ORB, thumbnail): recorded too, so workers whose blob
+        # versions moved (orb256@1 -> orb112@1) refuse the index instead of finding no blob to verify.
+        self.verified_signals = tuple(verified_signals)
         # The KEYS and ARGV each script expects are named at the top of its .lua file.
         self._write = client.register_script(lua_scripts.WRITE)
         self._remove = client.register_script(lua_scripts.REMOVE)
@@ -82,14 +86,15 @@ class IndexStore:
     # -- schema guard -------------------------------------------------------------------------
     def check_signals(self) -> None:
         """Refuse to mix signatures: an index built with other signals stays as it is."""
-        wanted = json.dumps([*self.scan_signals, *self.identity_signals])
+        recorded = (*self.scan_signals, *self.verified_signals, *self.identity_signals)
+        wanted = json.dumps(recorded)
         existing = self.r.get(keys.SIGNALS)
         if existing is None:
             self.r.set(keys.SIGNALS, wanted, nx=True)
             existing = self.r.get(keys.SIGNALS)
             assert existing is not None  # just set (nx); gone only if the database was flushed meanwhile
         if existing.decode() != wanted:
-            held, ours = set(json.loads(existing)), {*self.scan_signals, *self.identity_signals}
+            held, ours = set(json.loads(existing)), set(recorded)
             raise ConfigError(
                 "signature_mismatch",
                 f"this index was built with {sorted(held - ours)} where this process computes "

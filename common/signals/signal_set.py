@@ -114,9 +114,15 @@ class SignalSet:
         return (self.embedding,) if self.embedding is not None else ()
 
     @property
+    def verified(self) -> tuple[str, ...]:
+        """The blobs verification reads: recorded with the index, so a version change of any refuses an
+        index written before it (it must be re-ingested) instead of verifying without them."""
+        return (PDQ, ORB, THUMB, PDQ_MIRROR_KEY)
+
+    @property
     def blobs(self) -> tuple[str, ...]:
         plugin_blobs = (plugin_registry.key(p) for p in self.plugins)
-        return (PDQ, ORB, THUMB, PDQ_MIRROR_KEY, *plugin_blobs, *self.identity)
+        return (*self.verified, *plugin_blobs, *self.identity)
 
 
 # Draft decode, no plugins, no embedding: what an unconfigured process computes.

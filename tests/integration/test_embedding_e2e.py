@@ -74,7 +74,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     signal = embedding.signal_for(model)
     r = redis.Redis.from_url(server.url)
     # The producer side of this test process has no model configured: its store names the signal.
-    store = IndexStore(r, signal_set.DEFAULT.scan, (*signal_set.DEFAULT.blobs, signal), (signal,))
+    default = signal_set.DEFAULT
+    store = IndexStore(r, default.scan, (*default.blobs, signal), (signal,), default.verified)
     try:
         worker = start_worker(settings, base / "worker.log")  # stopped by start_worker if it never answers
         try:
@@ -146,7 +147,8 @@ def test_embedding_stage_end_to_end(stack: Stack) -> None:
     assert s.worker.alive()
     blobs = s.store.blobs(signal, [pid for pid, _ in INVENTORY])
     assert all(b is not None and len(b) == 7 + 16 for b in blobs)
-    assert json.loads(s.r.get(keys.SIGNALS)) == [*signal_set.DEFAULT.scan, signal]
+    recorded = [*signal_set.DEFAULT.scan, *signal_set.DEFAULT.verified, signal]
+    assert json.loads(s.r.get(keys.SIGNALS)) == recorded
 
     # When a turned photo of a product is queried before any calibration
     pid, path = INVENTORY[3]
@@ -228,7 +230,8 @@ def test_off_by_default_results_and_signal_set_unchanged(base_settings, workers,
     jobs.wait(index_redis, job, 1, "query", lambda: True, progress=False, timeout=60)
     res = jobs.gather(index_redis, job)["q"]
     # Then nothing of the embedding appears: not in the signal set, the blobs, nor the answers
-    assert json.loads(index_redis.get(keys.SIGNALS)) == list(signal_set.DEFAULT.scan)
+    recorded = [*signal_set.DEFAULT.scan, *signal_set.DEFAULT.verified]
+    assert json.loads(index_redis.get(keys.SIGNALS)) == recorded
     assert not [k for k in index_redis.keys(keys.signal("emb.*"))]
     assert "embedding" not in res and all("cosine" not in m["signals"] for m in res["matches"])
     assert res["matches"][0]["stage"] == "exact"

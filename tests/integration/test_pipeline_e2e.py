@@ -140,6 +140,17 @@ def test_signature_mismatch_is_refused(index_redis):
     assert isinstance(index_redis, redis.Redis)
 
 
+def test_an_index_written_with_older_verification_blobs_is_refused(index_redis):
+    # An index whose products carry the ORB blob of a version before this one (orb256@1): verifying
+    # against it would find no keypoints at all, so it is refused by name, not silently weakened.
+    from common.signals import signal_set
+
+    old = [*signal_set.DEFAULT.scan, "pdq256@1", "orb256@1", "thumb@2", "pdq256.mirror@1"]
+    index_redis.set(keys.SIGNALS, json.dumps(old))
+    with pytest.raises(Exception, match=r"signature_mismatch.*orb256@1.*orb112@1"):
+        index_store(index_redis).check_signals()
+
+
 def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
     # Given a product whose stored ORB blob is garbage (a damaged or foreign index entry)
     app, r, store = session
