@@ -67,7 +67,7 @@ class BenchStack:
         dHash is `hashes`; every other scanned view gets its own random hashes (correlated views would
         only add candidates that the verifier then rejects); PDQ is random, ORB holds no keypoints.
         Ids are 1_000_000_000 + first_id + k. `thumb_side` makes the shared thumbnail a flat one of that
-        side (a lighter row, for runs that compare sizes: 1M rows with a 4 KB thumbnail fill ~6 GB)."""
+        side (compressed: a few dozen bytes; by default a white photo's real thumbnail)."""
         from common.index.store import Product
         from common.signals.signatures import pack64
 

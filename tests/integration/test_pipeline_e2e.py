@@ -151,6 +151,16 @@ def test_an_index_written_with_older_verification_blobs_is_refused(index_redis):
         index_store(index_redis).check_signals()
 
 
+def test_an_index_that_recorded_only_its_scanned_signals_is_refused(index_redis):
+    # What every index written before the verified blobs were recorded holds: its scans only. Its
+    # blobs are of older versions (orb256@1, thumb@2), so it must be rebuilt, and the error says so.
+    from common.signals import signal_set
+
+    index_redis.set(keys.SIGNALS, json.dumps(list(signal_set.DEFAULT.scan)))
+    with pytest.raises(Exception, match=r"signature_mismatch.*orb112@1.*thumb@3.*new index"):
+        index_store(index_redis).check_signals()
+
+
 def test_a_damaged_index_entry_gives_an_error_result_not_a_dead_task(session):
     # Given a product whose stored ORB blob is garbage (a damaged or foreign index entry)
     app, r, store = session
