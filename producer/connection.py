@@ -49,7 +49,7 @@ def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
 
 def index_store(client: redis.Redis, signals: signal_set.SignalSet = signal_set.DEFAULT) -> IndexStore:
     """The index as these signals write it (the store records and checks the set)."""
-    return IndexStore(client, signals.scan, signals.blobs, signals.identity, signals.verified)
+    return IndexStore.of(client, signals)
 
 
 def safe_url(url: str | None) -> str:

@@ -80,7 +80,7 @@ def _process_state() -> tuple[Settings, redis.Redis, IndexStore]:
             retry_on_timeout=True,
         )
         signals = signal_set.of(s)
-        st = IndexStore(client, signals.scan, signals.blobs, signals.identity, signals.verified)
+        st = IndexStore.of(client, signals)
         _state.clear()
         _state[os.getpid()] = state = (s, client, st)
     return state

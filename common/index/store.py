@@ -19,12 +19,15 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from common.errors import ConfigError
 from common.index import keys, lua_scripts
+
+if TYPE_CHECKING:
+    from common.signals.signal_set import SignalSet
 
 STREAM_MAXLEN = 200_000  # a cache further behind than this reloads in full
 
@@ -60,6 +63,11 @@ class BulkIndex:
 
 
 class IndexStore:
+    @classmethod
+    def of(cls, client: redis.Redis[bytes], signals: SignalSet) -> IndexStore:
+        """The index as these signals write it: what it scans, stores, records and checks."""
+        return cls(client, signals.scan, signals.blobs, signals.identity, signals.verified)
+
     def __init__(
         self,
         client: redis.Redis[bytes],
