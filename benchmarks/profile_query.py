@@ -47,7 +47,7 @@ def main() -> None:
         NEARDUP_REDIS_URL=server.url, NEARDUP_FILE_ROOTS=str(DEVSET), NEARDUP_DATA_DIR=str(work)
     )
     try:
-        from common import ingestion
+        from common import allocator, ingestion
         from common.match.querying import run_query
         from workers import index_cache
 
@@ -61,7 +61,8 @@ def main() -> None:
         snap = index_cache.snapshot
         import cv2
 
-        cv2.setNumThreads(1)  # as in the workers (workers/process_init.py)
+        cv2.setNumThreads(1)  # as in the workers (workers/process_init.py), with their allocator
+        allocator.tune_once()
         cache = None if args.no_cache else index_cache.blob_cache()
         for q in queries[:10]:  # warm: index load, word index, imports
             run_query({"path": str(q)}, snap, store, settings, cache=cache)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -13,6 +11,7 @@ from dataclasses import dataclass
 
 import requests
 
+from common import allocator
 from common.config.settings import Settings
 from common.errors import NeardupError
 from common.fetch.guarded import fetch_with_retries
@@ -43,23 +42,6 @@ _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, size, pool): r
 # behind a semaphore; the GIL hand-offs cost ~30 % more CPU per image than one process describing.)
 # Local files are read in the task's thread too: a 200 KB read is far cheaper than a thread hand-off.
 
-# glibc hands every image-sized buffer (> 128 KiB) straight back to the kernel when it is freed
-# once several threads allocate, so each decode and resize page-faults its memory in again (the
-# workers showed ~25 % system time). Keeping freed blocks up to 16 MiB in the heap cut CPU per
-# image by ~3 ms (13.5 -> 10.1 ms, +35-95 MB RSS per process). Ingest worker processes only.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 16 * 1024 * 1024
-_TRIM_THRESHOLD = 64 * 1024 * 1024
-
-
-def _tune_allocator() -> None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune, nothing lost
-        pass
-
 
 def _session(policy: FetchPolicy) -> requests.Session:
     cached = getattr(_threads, "session", None)
@@ -73,16 +55,6 @@ def _executor(size: int) -> ThreadPoolExecutor:
     if _pool is None or _pool[0] != os.getpid() or _pool[1] != size:
         _pool = (os.getpid(), size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="fetch"))
     return _pool[2]
-
-
-def _tuned_once() -> None:
-    global _tuned_pid
-    if _tuned_pid != os.getpid():
-        _tune_allocator()
-        _tuned_pid = os.getpid()
-
-
-_tuned_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +113,7 @@ def _is_remote(url: str) -> bool:
 def describe_items(items: Sequence[tuple[str, str]], settings: Settings) -> list[Outcome]:
     """Outcomes in the order of `items`. Remote downloads run in threads (they wait on the network);
     local files are read, and every image described, in this thread, as its bytes become available."""
-    _tuned_once()
+    allocator.tune_once()  # freed image buffers stay in the heap (common.allocator)
     policy = FetchPolicy.from_settings(settings)
     remote = [i for i, (_, url) in enumerate(items) if _is_remote(url)]
     pending: dict[Future[_Fetched], int] = {}
