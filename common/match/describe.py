@@ -112,7 +112,7 @@ def describe(
     sigs[sig.SHA] = digest[:8]
     features = verify.extract(grey)  # a query keeps every keypoint; the inventory its strongest
     sigs[sig.ORB] = verify.pack(features if query else verify.strongest(features, verify.STORED_FEATURES))
-    sigs[sig.THUMB] = photometric.thumbnail(half)
+    sigs[sig.THUMB] = photometric.thumbnail(half, level=_thumb_level(query))
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in signals.plugins:
         sigs[plugin_registry.key(plugin)] = plugin.describe(work)
@@ -120,9 +120,13 @@ def describe(
         assert signals.embedding_model is not None
         sigs[signals.embedding] = embedding.encoder(signals.embedding_model, signals.embedding).embed(work)
     if query:
-        ready, later = _query_views(work, grey, half)
+        ready, later = _query_views(work, grey, rgb, half)
         return LazySignatures({**sigs, **ready}, later)
     return sigs
+
+
+def _thumb_level(query: bool) -> int:
+    return photometric.QUERY_LEVEL if query else photometric.STORED_LEVEL
 
 
 def _draft_hashes(
@@ -166,20 +170,20 @@ def _mirror_hashes(grey32: np.ndarray, grey9: np.ndarray, pdq_views: list[bytes]
 
 
 def _query_views(
-    work: Image.Image, grey: Image.Image, half: np.ndarray
+    work: Image.Image, grey: Image.Image, rgb: np.ndarray, half: np.ndarray
 ) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
     """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
     finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
     use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
-    backdrop's views and the photo inside a screenshot-like frame (made now). `grey`: describe's
-    greyscale copy of `work`, `half` its halved RGB array."""
+    backdrop's views and the photo inside a screenshot-like frame (made now). `grey`, `rgb`, `half`:
+    describe's greyscale copy of `work`, its RGB array and that array halved."""
     out: dict[str, bytes] = {}
     later: dict[str, Callable[[], bytes]] = {
         # the greyscale copy flipped: what extract would make of the flipped working copy
         sig.ORB_MIRROR: lambda: verify.pack(verify.extract(grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
-        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE),
+        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE, photometric.QUERY_LEVEL),
     }
-    studio = normalise.restudioed(work)  # None for a studio photo (nearly every query): no cost
+    studio = normalise.restudioed(rgb)  # None for a studio photo (nearly every query; ~1 ms to tell)
     if studio is not None:
         studio_grey = studio.convert("L")
         out.update({
@@ -187,7 +191,7 @@ def _query_views(
             sig.PHASH_BACKDROP: pack64(_phash32(_phash_grey(studio_grey))),
             sig.PDQ_BACKDROP: pdq_dihedral(studio)[0],
             sig.ORB_BACKDROP: verify.pack(verify.extract(studio)),
-            sig.THUMB_BACKDROP: photometric.thumbnail(studio),
+            sig.THUMB_BACKDROP: photometric.thumbnail(studio, level=photometric.QUERY_LEVEL),
         })  # fmt: skip
     out.update(_frame_hashes(work, grey))
     angle = rotation.tilt(grey)  # None for an upright photo (nearly every query): no view

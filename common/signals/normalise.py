@@ -156,13 +156,14 @@ _STUDIO_FILL = 248  # the studio white a replaced backdrop is painted with
 _BACKDROP_SIDE = 128
 
 
-def restudioed(image: Image.Image) -> Image.Image | None:
+def restudioed(image: Image.Image | np.ndarray) -> Image.Image | None:
     """The photo with its backdrop replaced by studio white, when that backdrop is not studio-like
     (a seller's new flat colour or gradient); None when it already is, or when none is found.
 
     The backdrop is what a flood from the border reaches through small steps between neighbours (so
-    a gradient is followed), on a <= 128 px copy; the garment's outline stops it."""
-    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    a gradient is followed), on a <= 128 px copy; the garment's outline stops it. `image`: a picture,
+    or its (h, w, 3) uint8 RGB array (describe has one: no copy)."""
+    rgb = np.ascontiguousarray(image if isinstance(image, np.ndarray) else np.asarray(image.convert("RGB")))
     h, w, _ = rgb.shape
     f = min(1.0, _BACKDROP_SIDE / max(h, w))
     small = cv2.resize(rgb, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)

@@ -17,20 +17,22 @@ MIN_PEAK = 1.8  # peak over the histogram's median: a weak peak is no evidence o
 
 def tilt(grey: Image.Image) -> float | None:
     """Degrees to turn `grey` (PIL's rotate sense) to bring its dominant edges back to the axes,
-    when it looks tilted by MIN_TILT..MAX_TILT with a clear peak; else None. About 2 ms on
+    when it looks tilted by MIN_TILT..MAX_TILT with a clear peak; else None. About 1.5 ms on
     describe's working copy (a reduced copy biases the estimate towards the axes)."""
     g = np.asarray(grey)
     gx = cv2.Sobel(g, cv2.CV_16S, 1, 0, ksize=-1).astype(np.float32)
     gy = cv2.Sobel(g, cv2.CV_16S, 0, 1, ksize=-1).astype(np.float32)
-    energy = gx * gx + gy * gy
+    # float32 like numpy's gx * gx + gy * gy (the same roundings), without its full-size temporaries
+    energy = cv2.add(cv2.multiply(gx, gx), cv2.multiply(gy, gy))
     sample = energy[::4, ::4].ravel()  # the strongest tenth of the edges, its bound from a sample
     bound = np.partition(sample, int(sample.size * 0.9))[int(sample.size * 0.9)]
-    strong = energy > max(float(bound), 1.0)
-    if not strong.any():
+    strong = np.flatnonzero(energy > max(float(bound), 1.0))  # indices: one search, three gathers
+    if not strong.size:
         return None
-    folded = (np.degrees(np.arctan2(gy[strong], gx[strong])) + 45.0) % 90.0  # [0, 90): -45..45 shifted
+    sx, sy, se = gx.ravel()[strong], gy.ravel()[strong], energy.ravel()[strong]
+    folded = (np.degrees(np.arctan2(sy, sx)) + 45.0) % 90.0  # [0, 90): -45..45 shifted
     bins = np.minimum((folded * (_BINS / 90.0)).astype(np.intp), _BINS - 1)
-    hist = np.bincount(bins, weights=np.sqrt(energy[strong]), minlength=_BINS)
+    hist = np.bincount(bins, weights=np.sqrt(se), minlength=_BINS)
     hist = np.convolve(np.concatenate([hist[-2:], hist, hist[:2]]), np.ones(5) / 5, "valid")  # circular
     peak = int(np.argmax(hist))
     angle = (peak + 0.5) * 90.0 / _BINS - 45.0

@@ -72,6 +72,7 @@ def test_a_query_makes_its_mirror_keypoints_and_fine_thumbnail_on_use() -> None:
     work = describe.normalise.despeckled(describe.working_copy(Image.open(io.BytesIO(data)).convert("RGB")))
     mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     assert query[signal_set.ORB_MIRROR] == verify.pack(verify.extract(mirror))
-    assert query[signal_set.THUMB_FINE] == photometric.thumbnail(work, photometric.FINE_SIDE)
+    fine = photometric.thumbnail(work, photometric.FINE_SIDE, photometric.QUERY_LEVEL)
+    assert query[signal_set.THUMB_FINE] == fine  # a query's own: uncompressed (never stored)
     stored = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
     assert type(stored) is dict  # ingest: nothing deferred
