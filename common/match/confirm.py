@@ -84,7 +84,7 @@ class _View:
     name: str  # "" for the straight view; else the flag a match by it carries in its signals
     pdq: bytes | None
     orb: bytes | _Later | None
-    thumb_blob: bytes | None
+    thumb_blob: bytes | _Later | None
     fine_blob: bytes | _Later | None
     rows: set[int] | None  # candidates whose ORB it may verify (None: all)
     pdq_max: int | None = None
@@ -130,7 +130,7 @@ def _keypoints(blob: bytes | _Later | None) -> bytes:
 
 
 def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -> list[_View]:
-    thumb, fine = query.get(sig.THUMB), _later(query, sig.THUMB_FINE)
+    thumb, fine = _later(query, sig.THUMB), _later(query, sig.THUMB_FINE)
     views = [_View("", query.get(sig.PDQ), query.get(sig.ORB), thumb, fine, None)]
     if sig.PDQ_MIRROR_KEY in query or sig.ORB_MIRROR in query:
         # ORB is not flip-invariant, and trying the mirror on every candidate would double the ORB
@@ -146,8 +146,8 @@ def _views(query: dict[str, bytes], rule: Rule, alt_rows: dict[str, set[int]]) -
             _View(
                 "backdrop",
                 query.get(sig.PDQ_BACKDROP),
-                query[sig.ORB_BACKDROP],
-                query.get(sig.THUMB_BACKDROP),
+                _later(query, sig.ORB_BACKDROP),
+                _later(query, sig.THUMB_BACKDROP),
                 None,
                 rows,
                 rule.pdq_backdrop_max,

@@ -112,7 +112,8 @@ def describe(
     sigs[sig.SHA] = digest[:8]
     features = verify.extract(grey)  # a query keeps every keypoint; the inventory its strongest
     sigs[sig.ORB] = verify.pack(features if query else verify.strongest(features, verify.STORED_FEATURES))
-    sigs[sig.THUMB] = photometric.thumbnail(half, level=_thumb_level(query))
+    if not query:  # a query's is made on first use (_query_views): most never get to the photometric check
+        sigs[sig.THUMB] = photometric.thumbnail(half)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))
     for plugin in signals.plugins:
         sigs[plugin_registry.key(plugin)] = plugin.describe(work)
@@ -123,10 +124,6 @@ def describe(
         ready, later = _query_views(work, grey, rgb, half)
         return LazySignatures({**sigs, **ready}, later)
     return sigs
-
-
-def _thumb_level(query: bool) -> int:
-    return photometric.QUERY_LEVEL if query else photometric.STORED_LEVEL
 
 
 def _draft_hashes(
@@ -172,16 +169,20 @@ def _mirror_hashes(grey32: np.ndarray, grey9: np.ndarray, pdq_views: list[bytes]
 def _query_views(
     work: Image.Image, grey: Image.Image, rgb: np.ndarray, half: np.ndarray
 ) -> tuple[dict[str, bytes], dict[str, Callable[[], bytes]]]:
-    """What only a query needs (never stored): its mirror's ORB keypoints, for mirrored copies, and a
-    finer thumbnail, for a photo shown small inside a larger frame (a screenshot); both made on first
-    use, as only a candidate that needs them reads them (common.signals.lazy). Also the restored
-    backdrop's views and the photo inside a screenshot-like frame (made now). `grey`, `rgb`, `half`:
-    describe's greyscale copy of `work`, its RGB array and that array halved."""
+    """What only a query needs (never stored). Made on first use, as only a candidate that needs them
+    reads them (common.signals.lazy): its thumbnail (about one query in four reaches the photometric
+    check), its mirror's ORB keypoints, for mirrored copies, and a finer thumbnail, for a photo shown
+    small inside a larger frame (a screenshot). Made now: the restored backdrop's scanned views (its
+    keypoints and thumbnail on use) and the photo inside a screenshot-like frame. `grey`, `rgb`,
+    `half`: describe's greyscale copy of `work`, its RGB array and that array halved. A query's
+    thumbnails are left uncompressed (photometric.QUERY_LEVEL: never stored)."""
     out: dict[str, bytes] = {}
+    level = photometric.QUERY_LEVEL
     later: dict[str, Callable[[], bytes]] = {
+        sig.THUMB: lambda: photometric.thumbnail(half, level=level),
         # the greyscale copy flipped: what extract would make of the flipped working copy
         sig.ORB_MIRROR: lambda: verify.pack(verify.extract(grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
-        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE, photometric.QUERY_LEVEL),
+        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE, level),
     }
     studio = normalise.restudioed(rgb)  # None for a studio photo (nearly every query; ~1 ms to tell)
     if studio is not None:
@@ -190,9 +191,9 @@ def _query_views(
             sig.DHASH_BACKDROP: pack64(dhash64(studio_grey)),
             sig.PHASH_BACKDROP: pack64(_phash32(_phash_grey(studio_grey))),
             sig.PDQ_BACKDROP: pdq_dihedral(studio)[0],
-            sig.ORB_BACKDROP: verify.pack(verify.extract(studio)),
-            sig.THUMB_BACKDROP: photometric.thumbnail(studio, level=photometric.QUERY_LEVEL),
         })  # fmt: skip
+        later[sig.ORB_BACKDROP] = lambda: verify.pack(verify.extract(studio))
+        later[sig.THUMB_BACKDROP] = lambda: photometric.thumbnail(studio, level=level)
     out.update(_frame_hashes(work, grey))
     angle = rotation.tilt(grey)  # None for an upright photo (nearly every query): no view
     if angle is not None:

@@ -60,14 +60,14 @@ def test_writes_replace_the_maker() -> None:
     assert sigs["b"] == b"x" and "b" not in sigs.pending()
 
 
-def test_a_query_makes_its_mirror_keypoints_and_fine_thumbnail_on_use() -> None:
+def test_a_query_makes_its_thumbnails_and_mirror_keypoints_on_use() -> None:
     im = samplegen.render_product(np.random.default_rng(3))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=90)
     data = buf.getvalue()
     query = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
     assert isinstance(query, LazySignatures)
-    assert sorted(query.pending()) == sorted([signal_set.ORB_MIRROR, signal_set.THUMB_FINE])
+    assert sorted(query.pending()) == sorted([signal_set.THUMB, signal_set.ORB_MIRROR, signal_set.THUMB_FINE])
     # The same bytes the eager describe made: the mirror's keypoints from its own RGB copy.
     work = describe.normalise.despeckled(describe.working_copy(Image.open(io.BytesIO(data)).convert("RGB")))
     mirror = work.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -76,3 +76,9 @@ def test_a_query_makes_its_mirror_keypoints_and_fine_thumbnail_on_use() -> None:
     assert query[signal_set.THUMB_FINE] == fine  # a query's own: uncompressed (never stored)
     stored = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data)
     assert type(stored) is dict  # ingest: nothing deferred
+    # the query's thumbnail, made on use, has the pixels of the stored one (only its zlib level differs)
+    mine, theirs = (
+        photometric.unpack_thumb(query[signal_set.THUMB]),
+        photometric.unpack_thumb(stored[signal_set.THUMB]),
+    )
+    assert np.array_equal(mine.luma, theirs.luma) and np.array_equal(mine.chroma, theirs.chroma)

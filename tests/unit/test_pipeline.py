@@ -14,6 +14,7 @@ from common.index.snapshot import Snapshot
 from common.match import describe, pipeline, presets
 from common.match.pairs import verify_pairs
 from common.signals import signal_set
+from common.signals.lazy import LazySignatures
 from tests.support import samplegen
 
 
@@ -289,3 +290,26 @@ def test_each_mode_finds_edits_of_big_photos(mode: str) -> None:
         describe.describe_bytes(edited, 10**8, signal_set.SignalSet(mode)), snap, BALANCED, blobs=blobs
     )
     assert _ids(found)[:1] == ["0000000102"]
+
+
+def _query(data: bytes) -> LazySignatures:
+    sigs = describe.describe(Image.open(io.BytesIO(data)).convert("RGB"), data, query=True)
+    assert isinstance(sigs, LazySignatures)
+    return sigs
+
+
+def test_a_query_makes_its_thumbnail_only_for_the_photometric_check(
+    catalog: tuple[dict[str, bytes], Index],
+) -> None:
+    photos, index = catalog
+    src = Image.open(io.BytesIO(photos["0000000005"])).convert("RGB")
+    # Given a whole-photo edit, which PDQ confirms: no candidate reaches the aligned-thumbnail check
+    edit = _query(_jpeg(ImageEnhance.Brightness(src).enhance(1.3)))
+    found = pipeline.find_matches(edit, index.snap, BALANCED, blobs=index.blobs)
+    assert [(m.product_id, m.stage) for m in found] == [("0000000005", "pdq")]
+    assert signal_set.THUMB in edit.pending()  # never made
+    # Given a crop, which ORB aligns: the photometric check reads the query's thumbnail
+    crop = _query(_jpeg(Image.open(io.BytesIO(photos["0000000007"])).convert("RGB").crop((20, 40, 340, 500))))
+    found = pipeline.find_matches(crop, index.snap, BALANCED, blobs=index.blobs)
+    assert ("0000000007", "orb") in [(m.product_id, m.stage) for m in found]
+    assert signal_set.THUMB not in crop.pending()
