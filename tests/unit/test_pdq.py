@@ -240,6 +240,21 @@ def test_box_filter_rounds_like_the_cpp(n: int, w: int) -> None:
     assert np.array_equal(pdq._box(x, w, None, pdq._Workspace(), "out"), want)
     keep = np.unique(rng.integers(0, n, 9))
     assert np.array_equal(pdq._box(x, w, keep, pdq._Workspace(), "out"), want[keep])
+    # the passes hand in transposed views (read through cv2.transpose): the same sums
+    view = np.ascontiguousarray(x.T).T
+    assert np.array_equal(pdq._box(view, w, None, pdq._Workspace(), "out"), want)
+    assert np.array_equal(pdq._box(view, w, keep, pdq._Workspace(), "out"), want[keep])
+
+
+def test_cv2_luma_is_numpys_for_every_colour() -> None:
+    """The luma pdqhash's binding computes (float64, then float32), through cv2.transform: the same
+    bits for all 2**24 colours, in 16 blocks of a million."""
+    assert pdq._cv2_luma_agrees()
+    ws = pdq._Workspace()
+    for block in range(16):
+        v = np.arange(block << 20, (block + 1) << 20, dtype=np.uint32)
+        rgb = np.stack([v >> 16, (v >> 8) & 255, v & 255], axis=-1).astype(np.uint8).reshape(1024, 1024, 3)
+        assert np.array_equal(pdq._cv2_luma(rgb), pdq._numpy_luma(rgb, ws)), block
 
 
 def test_dct_sums_in_index_order() -> None:
