@@ -69,7 +69,7 @@ def extract(image: Image.Image, n_features: int = INVENTORY_FEATURES) -> Feature
         return Features(size, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     # Strongest first: the local-feature words (common.index.orb_words) come from the head of this list.
     order = np.argsort([-k.response for k in keypoints], kind="stable")
-    points = np.array([keypoints[i].pt for i in order], dtype=np.float32)
+    points = np.asarray(cv2.KeyPoint.convert(keypoints), np.float32)[order]  # in C: 0.1 ms < a list
     return Features(size, points, desc[order])
 
 
