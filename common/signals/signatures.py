@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from common.signals import lanczos
+
 DHASH = "dhash64@1"  # imagehash.dhash(image, 8) exactly: LANCZOS to 9x8 greyscale, left<right bits
 
 
@@ -16,6 +18,8 @@ def dhash64(image: Image.Image, reducing_gap: float | None = None) -> int:
     """64-bit dHash, bit for bit what imagehash.dhash(image) gives, as an int (first bit = MSB).
     With `reducing_gap` (Pillow's box pre-reduction) it is within a few bits of that, much cheaper."""
     grey = image if image.mode == "L" else image.convert("L")
+    if reducing_gap is None:  # Pillow's own bits, ~0.3 ms cheaper (common.signals.lanczos)
+        return int.from_bytes(dhash_bits(lanczos.reduce_grey(grey, (9, 8))), "big")
     small = grey.resize((9, 8), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     return int.from_bytes(dhash_bits(np.asarray(small)), "big")
 
