@@ -4,7 +4,8 @@ Pillow resamples in two fixed-point passes (libImaging/Resample.c): each output 
 clip8(2**21 + sum(pixel * k) >> 22) with integer weights k (precompute_coeffs, then
 normalize_coeffs_8bpc), the horizontal pass first into a uint8 row buffer. Every product and
 partial sum is an integer far below 2**53, so a float64 matrix product gives the same sums in any
-order; for a 540 px working copy reduced to 9x8 that is ~0.4 ms instead of Pillow's ~0.7.
+order; for a 540 px working copy reduced to 9x8 that is ~0.5 ms of CPU instead of Pillow's ~0.8
+(a size's weights cost ~1 ms to make, so a size takes the port from its second image on).
 
 Used only where it was seen to agree: Pillow 13 runs the vertical pass first for images much taller
 than wide (about h > 1.9 w here) and rounds tiny ones differently, so only images of >= 64 px a side
@@ -95,11 +96,22 @@ def agrees() -> bool:
     return True
 
 
+# Image sizes met once: the weights of a size cost ~1 ms to make, more than the port saves on one
+# image, so a size goes through the port from its second image on (catalogue photos share a few).
+_seen: set[tuple[int, int, int, int]] = set()
+_SEEN_MAX = 4096
+
+
 def reduce_grey(grey: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """np.asarray(grey.resize(size, LANCZOS)) of an 'L' image, through the port where it agrees."""
     w, h = grey.size
     # (>= 2 outputs a side: _weights' in-order sum runs down its taps across >= 2 columns)
     usable = min(w, h) >= _MIN_SIDE and h <= _MAX_TALL * w and 2 <= size[0] < w and 2 <= size[1] < h
-    if usable and agrees():
+    key = (w, h, *size)
+    if usable and key in _seen and agrees():
         return _port(np.asarray(grey), size)
+    if usable:
+        if len(_seen) >= _SEEN_MAX:
+            _seen.clear()
+        _seen.add(key)
     return np.asarray(grey.resize(size, Image.Resampling.LANCZOS))

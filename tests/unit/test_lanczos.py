@@ -33,7 +33,8 @@ def test_port_is_pillow_on_the_shapes_describe_reduces(seed: int) -> None:
             image = Image.fromarray(grey)
             for size in ((9, 8), (32, 32)):
                 assert np.array_equal(lanczos._port(grey, size), _pillow(image, size)), (h, w, size)
-                assert np.array_equal(lanczos.reduce_grey(image, size), _pillow(image, size))
+                for _ in range(2):  # Pillow for a size met first, the port from the second time on
+                    assert np.array_equal(lanczos.reduce_grey(image, size), _pillow(image, size))
 
 
 def test_tall_tiny_and_upscaled_images_go_to_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
