@@ -56,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in ("scipy.fftpack", "pdqhash"):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    # The once-per-process checks that describe's fast paths agree with their references (~40 ms),
+    # made here too, so every child starts with their answers.
+    from common.signals import lanczos, pdq, pdq_fast
+
+    lanczos.agrees()
+    pdq.cv2_luma_agrees()
+    pdq_fast.implementation()
 
     hostname = host_format(default_nodename(args.name))
 

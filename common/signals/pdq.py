@@ -72,7 +72,7 @@ _LUMA = np.array([[0.299, 0.587, 0.114]])
 
 
 @functools.cache
-def _cv2_luma_agrees() -> bool:
+def cv2_luma_agrees() -> bool:
     """Does cv2.transform (float64) give numpy's luma bits here? It does on x86-64 for all 2**24
     colours (tests/unit/test_pdq.py checks them all); a build that fused the multiply-adds would
     round differently, so a sample of colours decides once per process."""
@@ -91,7 +91,7 @@ def _cv2_luma(rgb: np.ndarray) -> np.ndarray:
 
 def _luma(rgb: np.ndarray, ws: _Workspace) -> np.ndarray:
     """luma() (into the workspace's buffers when numpy computes it)."""
-    if rgb.dtype == np.uint8 and min(rgb.shape[:2]) > 1 and _cv2_luma_agrees():
+    if rgb.dtype == np.uint8 and min(rgb.shape[:2]) > 1 and cv2_luma_agrees():
         return _cv2_luma(np.ascontiguousarray(rgb))
     return _numpy_luma(rgb, ws)
 
