@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -56,13 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in ("scipy.fftpack", "pdqhash"):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
-    # The once-per-process checks that describe's fast paths agree with their references (~40 ms),
-    # made here too, so every child starts with their answers.
+    # The once-per-process checks that describe's fast paths agree with their references (~0.1 s),
+    # made here too, so every child starts with their answers; one that fails here is retried by
+    # each child's first describe (and fails there as an error for that image, not the worker).
     from common.signals import lanczos, pdq, pdq_fast
 
-    lanczos.agrees()
-    pdq.cv2_luma_agrees()
-    pdq_fast.implementation()
+    for check in (lanczos.agrees, pdq.cv2_luma_agrees, pdq_fast.implementation):
+        try:
+            check()
+        except Exception:  # noqa: BLE001 - a start-up shortcut must never stop the worker
+            logging.getLogger(__name__).warning(
+                "describe self-check %s failed", check.__name__, exc_info=True
+            )
 
     hostname = host_format(default_nodename(args.name))
 

@@ -119,8 +119,18 @@ def _later(query: dict[str, bytes], key: str) -> _Later | None:
     return (lambda: query.get(key)) if key in query else None
 
 
+class QueryViewError(RuntimeError):
+    """Making one of the query's own views failed: the query's fault, never a candidate's (a
+    RuntimeError, so _skip_damaged does not take it for a damaged stored blob)."""
+
+
 def _made(blob: bytes | _Later | None) -> bytes | None:
-    return blob() if callable(blob) else blob
+    if not callable(blob):
+        return blob
+    try:
+        return blob()
+    except Exception as exc:
+        raise QueryViewError(f"making a view of the query failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _keypoints(blob: bytes | _Later | None) -> bytes:

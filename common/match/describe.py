@@ -82,7 +82,8 @@ def describe(
 
     In draft mode `image` is best decoded by decode_for (it then arrives near the working size);
     any image works, the signals are defined on its working copy. `query` adds the query-only views
-    (the mirror's keypoints, the fine thumbnail: ~3 ms), which ingest never stores."""
+    (mirror, restored backdrop, screenshot frame, tilt; some made on first use: _query_views), which
+    ingest never stores."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     work, rgb = normalise.despeckled_rgb(working_copy(image))
     # One RGB array and one greyscale copy of the working copy, shared by every signal below, and

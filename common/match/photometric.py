@@ -69,8 +69,9 @@ QUERY_LEVEL = 0
 def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, level: int = STORED_LEVEL) -> bytes:
     """The stored thumbnail blob (pack_thumb): luma (64 px long side) and Cr, Cb (32 px), uint8.
 
-    About 1.5-2 KB for a 2:3 catalogue photo (4.1 KB of pixels, compressed losslessly). `image`: a
-    picture, or its (h, w, 3) uint8 RGB array. `side` FINE_SIDE: a query's fine one.
+    About 1.5-2 KB for a 2:3 catalogue photo (4.1 KB of pixels, compressed losslessly; a query's own,
+    at QUERY_LEVEL, ~4.2 KB). `image`: a picture, or its (h, w, 3) uint8 RGB array. `side`
+    FINE_SIDE: a query's fine one.
 
     Made from the photo's halved copy (normalise.halved: exact 2x area steps to <= 320 px, >= 160 px
     so >= FINE_SIDE when it reduces at all), which describe passes in already made (then halving it

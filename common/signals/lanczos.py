@@ -8,9 +8,10 @@ order; for a 540 px working copy reduced to 9x8 that is ~0.5 ms of CPU instead o
 (a size's weights cost ~1 ms to make, so a size takes the port from its second image on).
 
 Used only where it was seen to agree: Pillow 13 runs the vertical pass first for images much taller
-than wide (about h > 1.9 w here) and rounds tiny ones differently, so only images of >= 64 px a side
-and h <= 1.5 w go through it, and only once a few fixed images hashed to Pillow's own bits in this
-process (another Pillow that passes or rounds differently falls back to Pillow itself).
+than wide (about h > 1.9 w here) and rounds tiny ones differently, so only images of 64-1000 px a
+side and h <= 1.5 w go through it (larger ones gain nothing and would need a large float64 copy),
+and only once a few fixed images hashed to Pillow's own bits in this process (another Pillow that
+passes or rounds differently falls back to Pillow itself).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from PIL import Image
 _PRECISION = 22  # Resample.c's PRECISION_BITS (32 - 8 - 2)
 _SUPPORT = 3.0  # LANCZOS
 _MIN_SIDE = 64
+_MAX_SIDE = 1000  # working copies (<= ~810 px); a full-size photo (exact mode) stays with Pillow
 _MAX_TALL = 1.5  # height / width
-_CHUNK = 64  # rows per matrix product: small enough that BLAS does not spin up a second thread
+_CHUNK = 64  # rows per matrix product: at <= 1000 px wide, small enough that BLAS stays on one thread
 
 
 def _sinc(v: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def _sinc(v: np.ndarray) -> np.ndarray:
         return np.where(v == 0.0, 1.0, np.sin(p) / p)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _weights(in_size: int, out_size: int) -> np.ndarray:
     """(in_size, out_size) float64: Pillow's integer weights for a whole-image box (precompute_coeffs
     and normalize_coeffs_8bpc, operation for operation), one column per output pixel."""
@@ -56,6 +58,7 @@ def _weights(in_size: int, out_size: int) -> np.ndarray:
     rows = np.broadcast_to(taps + xmin, used.shape)
     cols = np.broadcast_to(np.arange(out_size), used.shape)
     out[rows[used], cols[used]] = fixed[used]
+    out.flags.writeable = False  # shared by every caller through the cache
     return out
 
 
@@ -105,7 +108,8 @@ def reduce_grey(grey: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """np.asarray(grey.resize(size, LANCZOS)) of an 'L' image, through the port where it agrees."""
     w, h = grey.size
     # (>= 2 outputs a side: _weights' in-order sum runs down its taps across >= 2 columns)
-    usable = min(w, h) >= _MIN_SIDE and h <= _MAX_TALL * w and 2 <= size[0] < w and 2 <= size[1] < h
+    usable = min(w, h) >= _MIN_SIDE and max(w, h) <= _MAX_SIDE and h <= _MAX_TALL * w
+    usable = usable and 2 <= size[0] < w and 2 <= size[1] < h
     key = (w, h, *size)
     if usable and key in _seen and agrees():
         return _port(np.asarray(grey), size)

@@ -1,6 +1,8 @@
-"""Signatures made on first use: a query's mirror keypoints and fine thumbnail cost ~2.5 ms of its
-describe, and one query in five reads them (only candidates the mirrored views brought need the
-mirror's ORB; only ORB passes need the fine thumbnail)."""
+"""Signatures made on first use: a query's thumbnails, its mirror's keypoints and its restored
+backdrop's keypoints and thumbnail (common.match.describe._query_views) cost several ms of its
+describe, and most queries never read them (only candidates the mirrored views brought need the
+mirror's ORB; only ORB passes reach the thumbnails). A maker that fails is kept, so the next read
+raises again instead of finding the key gone."""
 
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ class LazySignatures(dict[str, bytes]):
         self._later = {k: make for k, make in later.items() if k not in ready}
 
     def __missing__(self, key: str) -> bytes:
-        make = self._later.pop(key, None)
+        make = self._later.get(key)
         if make is None:
             raise KeyError(key)
-        value = make()
+        value = make()  # when it raises, the maker stays: `key in self` stays true, reads raise again
+        self._later.pop(key, None)
         dict.__setitem__(self, key, value)
         return value
 

@@ -77,7 +77,7 @@ def cv2_luma_agrees() -> bool:
     colours (tests/unit/test_pdq.py checks them all); a build that fused the multiply-adds would
     round differently, so a sample of colours decides once per process."""
     rng = np.random.default_rng(11)
-    sample = rng.integers(0, 256, (256, 512, 3), dtype=np.uint8)
+    sample = rng.integers(0, 256, (255, 511, 3), dtype=np.uint8)  # odd: SIMD loop tails run too
     sample[0, :256] = np.arange(256)[:, None]  # every grey level, and the extremes
     with _workspace() as ws:
         return bool(np.array_equal(_numpy_luma(sample, ws), _cv2_luma(sample)))
@@ -91,7 +91,7 @@ def _cv2_luma(rgb: np.ndarray) -> np.ndarray:
 
 def _luma(rgb: np.ndarray, ws: _Workspace) -> np.ndarray:
     """luma() (into the workspace's buffers when numpy computes it)."""
-    if rgb.dtype == np.uint8 and min(rgb.shape[:2]) > 1 and cv2_luma_agrees():
+    if rgb.dtype == np.uint8 and rgb.shape[2:] == (3,) and min(rgb.shape[:2]) > 1 and cv2_luma_agrees():
         return _cv2_luma(np.ascontiguousarray(rgb))
     return _numpy_luma(rgb, ws)
 

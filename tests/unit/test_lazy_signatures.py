@@ -8,6 +8,7 @@ import io
 import pickle
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from common.match import describe, photometric, verify
@@ -82,3 +83,18 @@ def test_a_query_makes_its_thumbnails_and_mirror_keypoints_on_use() -> None:
         photometric.unpack_thumb(stored[signal_set.THUMB]),
     )
     assert np.array_equal(mine.luma, theirs.luma) and np.array_equal(mine.chroma, theirs.chroma)
+
+
+def test_a_failing_maker_stays_and_raises_again() -> None:
+    calls: list[int] = []
+
+    def broken() -> bytes:
+        calls.append(1)
+        raise ValueError("cannot make it")
+
+    sigs = LazySignatures({"a": b"1"}, {"b": broken})
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            sigs["b"]
+        assert "b" in sigs and sigs.pending() == ["b"]  # not silently gone after the first failure
+    assert len(calls) == 2

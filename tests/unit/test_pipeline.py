@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from common.index import orb_words
 from common.index.snapshot import Snapshot
-from common.match import describe, pipeline, presets
+from common.match import confirm, describe, pipeline, presets
 from common.match.pairs import verify_pairs
 from common.signals import signal_set
 from common.signals.lazy import LazySignatures
@@ -313,3 +313,17 @@ def test_a_query_makes_its_thumbnail_only_for_the_photometric_check(
     found = pipeline.find_matches(crop, index.snap, BALANCED, blobs=index.blobs)
     assert ("0000000007", "orb") in [(m.product_id, m.stage) for m in found]
     assert signal_set.THUMB not in crop.pending()
+
+
+def test_a_query_view_that_fails_is_the_querys_error_not_a_candidates(
+    catalog: tuple[dict[str, bytes], Index],
+) -> None:
+    photos, index = catalog
+    crop = _query(_jpeg(Image.open(io.BytesIO(photos["0000000007"])).convert("RGB").crop((20, 40, 340, 500))))
+
+    def broken() -> bytes:
+        raise ValueError("thumbnail failed")
+
+    crop._later[signal_set.THUMB] = broken  # the thumbnail an ORB-aligned candidate asks for
+    with pytest.raises(confirm.QueryViewError, match="thumbnail failed"):
+        pipeline.find_matches(crop, index.snap, BALANCED, blobs=index.blobs)
