@@ -3,10 +3,10 @@
 glibc serves blocks above its mmap threshold (128 KiB at start; it rises only after such a block is
 freed, and only to that block's size) with fresh pages and hands them back to the kernel when they
 are freed, so decodes, resizes and numpy temporaries of growing sizes page-fault their memory in
-again. Keeping freed
-blocks up to 16 MiB cut CPU per ingested image by ~3 ms (13.5 -> 10.1 ms, the workers showed ~25 %
-system time) and per image query by ~1-2 ms; it costs +35-95 MB RSS per process. Called once per
-worker process (workers.process_init) and by in-process ingest (common.ingestion)."""
+again. Keeping freed blocks up to 16 MiB cut CPU per ingested image by ~3 ms (13.5 -> 10.1 ms, the
+workers showed ~25 % system time; query children's share was not measured apart from other changes)
+and costs +35-95 MB RSS per process. Called once per worker process (workers.process_init) and by
+in-process ingest (common.ingestion)."""
 
 from __future__ import annotations
 
