@@ -39,11 +39,12 @@ _SPACE = 1 << WORD_BITS
 _WEIGHTS = 1 << np.arange(WORD_BITS - 1, -1, -1, dtype=np.int64)
 
 
-def words_of(descriptors: np.ndarray) -> np.ndarray:
-    """16-bit words (uint16) of ORB descriptors (n, 32) uint8, in the same order."""
+def words_of(descriptors: np.ndarray, bits_at: np.ndarray = BITS) -> np.ndarray:
+    """16-bit words (uint16) of ORB descriptors (n, 32) uint8, in the same order. `bits_at`: where the
+    word's bits sit in them (verify.STORED_WORD_BITS for descriptors as the inventory stores them)."""
     if len(descriptors) == 0:
         return np.zeros(0, np.uint16)
-    bits = np.unpackbits(np.ascontiguousarray(descriptors, dtype=np.uint8), axis=1)[:, BITS]
+    bits = np.unpackbits(np.ascontiguousarray(descriptors, dtype=np.uint8), axis=1)[:, bits_at]
     return (bits @ _WEIGHTS).astype(np.uint16)
 
 

@@ -83,7 +83,7 @@ class IndexStore:
         # index never mixes them; none by default, and then the set is the scan signals, as before.
         self.identity_signals = tuple(identity_signals)
         # Blobs that verification reads (PDQ, ORB, thumbnail): recorded too, so workers whose blob
-        # versions moved (orb256@1 -> orb112@1) refuse the index instead of finding no blob to verify.
+        # versions moved (orb112@1 -> orb124x128@1) refuse the index instead of finding no blob to verify.
         self.verified_signals = tuple(verified_signals)
         # The KEYS and ARGV each script expects are named at the top of its .lua file.
         self._write = client.register_script(lua_scripts.WRITE)

@@ -111,8 +111,8 @@ def describe(
     sigs[sig.PDQ] = pdq_views[0]
     sigs.update(_mirror_hashes(grey32, grey9, pdq_views))
     sigs[sig.SHA] = digest[:8]
-    features = verify.extract(grey)  # a query keeps every keypoint; the inventory its strongest
-    sigs[sig.ORB] = verify.pack(features if query else verify.strongest(features, verify.STORED_FEATURES))
+    features = verify.extract(grey)  # a query keeps every keypoint whole; the inventory part (verify.stored)
+    sigs[sig.ORB] = verify.pack(features if query else verify.stored(features))
     if not query:  # a query's is made on first use (_query_views): most never get to the photometric check
         sigs[sig.THUMB] = photometric.thumbnail(half)
     sigs.update(orb_words.pack_words(orb_words.words_of(features.descriptors)))

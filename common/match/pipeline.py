@@ -217,7 +217,9 @@ def _word_candidates(
 ) -> list[int]:
     if rule.word_candidates <= 0 or sig.ORB not in query or not set(sig.ORB_WORDS) <= set(snap.signal_keys):
         return []
-    words = orb_words.words_of(verify.unpack(query[sig.ORB]).descriptors)  # every query keypoint votes
+    descriptors = verify.unpack(query[sig.ORB]).descriptors  # every keypoint votes
+    stored = descriptors.shape[1] == verify.STORED_BYTES  # an indexed product's own (a by-id query)
+    words = orb_words.words_of(descriptors, verify.STORED_WORD_BITS if stored else orb_words.BITS)
     if not len(words):
         return []
     taken_rows = {r for r in taken if r is not None}

@@ -12,18 +12,37 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common.index import orb_words
 from common.match.presets import FIXED
 
 SIDE = 400  # both images are resized so their longer side is this many pixels before detection
 INVENTORY_FEATURES = 256  # keypoints detected in every image (recall barely moved from 500, see report)
-# The inventory stores only its strongest 112: 4 + 112 x 36 = 4,036 bytes, inside Redis's 4 KB allocation
-# (128 would take 4,612 bytes and a 5 KB one; 256 took 9 KB); a query keeps all 256. Issue #11, tune
-# seller sets 5-8, balanced recall: 256 0.980, 128 0.978, 112 0.977, 96 0.975, 64 0.968 (precision
-# 0.995-0.996); devset recall 0.971 down to 112, 0.969 at 96.
-STORED_FEATURES = 112
+# The inventory stores its 124 strongest keypoints (a query all 256) and of each descriptor 128 of its 256
+# bits (STORED_BITS): 5 + 124 x 20 = 2,485 bytes, inside a 2.5 KB Redis allocation; a query compares the
+# same 128 bits. Issue #11: 112 whole descriptors took 4 KB (4 + 112 x 36, tune seller sets 5-8 balanced
+# recall 0.977 against 0.980 for all 256), 64 whole ones fit 2 KB but lost crops and pads (0.968); the
+# figures of this layout are in benchmarks/README.md (bench_footprint.py, bench_accuracy.py).
+STORED_FEATURES = 124
+STORED_BYTES = 16
 QUERY_FEATURES = 500
-_RECORD = np.dtype([("x", "<u2"), ("y", "<u2"), ("d", "u1", 32)])  # 36 bytes per keypoint
-_HEADER = np.dtype([("w", "<u2"), ("h", "<u2")])
+DESCRIPTOR_BYTES = 32  # what ORB computes
+
+
+def _stored_bits() -> np.ndarray:
+    """The descriptor bits (np.unpackbits positions) the inventory keeps: the 16 of the local-feature
+    words (so a stored product's words are still words_of its keypoints), then the lowest others."""
+    keep = set(orb_words.BITS.tolist())
+    for b in range(DESCRIPTOR_BYTES * 8):
+        if len(keep) == STORED_BYTES * 8:
+            break
+        keep.add(b)
+    return np.array(sorted(keep))
+
+
+STORED_BITS = _stored_bits()  # bytes 0-13 whole, 6 bits of byte 14 and the word bits past them
+STORED_WORD_BITS = np.searchsorted(STORED_BITS, orb_words.BITS)  # orb_words.BITS in a stored descriptor
+_POINT = 4  # x, y as little-endian uint16, then the descriptor bytes
+_HEADER = np.dtype([("w", "<u2"), ("h", "<u2"), ("d", "u1")])  # frame size, descriptor bytes per point
 
 
 Size = tuple[int, int]  # (width, height) of an image in the ORB frame
@@ -33,7 +52,24 @@ Size = tuple[int, int]  # (width, height) of an image in the ORB frame
 class Features:
     size: Size  # (width, height) of the resized image the points refer to
     points: np.ndarray  # (n, 2) float32
-    descriptors: np.ndarray  # (n, 32) uint8
+    descriptors: np.ndarray  # (n, 32) uint8; (n, STORED_BYTES) as the inventory stores them
+    _short: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)  # short_descriptors
+
+
+def narrow(descriptors: np.ndarray) -> np.ndarray:
+    """Whole (n, 32) descriptors cut to the STORED_BITS the inventory keeps: (n, STORED_BYTES)."""
+    bits = np.unpackbits(np.ascontiguousarray(descriptors, dtype=np.uint8), axis=1)[:, STORED_BITS]
+    return np.packbits(bits, axis=1)
+
+
+def short_descriptors(features: Features) -> np.ndarray:
+    """The features' descriptors as the inventory stores them (cut once per Features: a query's are
+    compared with a dozen candidates)."""
+    if features.descriptors.shape[1] == STORED_BYTES:
+        return features.descriptors
+    if not features._short:
+        features._short.append(narrow(features.descriptors))
+    return features._short[0]
 
 
 @dataclass(frozen=True)
@@ -78,28 +114,54 @@ def strongest(features: Features, n: int) -> Features:
     return Features(features.size, features.points[:n], features.descriptors[:n])
 
 
+def stored(features: Features) -> Features:
+    """What the inventory keeps of an image's features: the STORED_FEATURES strongest, STORED_BYTES each."""
+    kept = strongest(features, STORED_FEATURES)
+    return Features(kept.size, kept.points, narrow(kept.descriptors))
+
+
 def pack(features: Features) -> bytes:
-    header = np.array([features.size], dtype=_HEADER)
-    rec = np.zeros(len(features.points), dtype=_RECORD)
-    rec["x"] = np.clip(np.rint(features.points[:, 0]), 0, 65535)
-    rec["y"] = np.clip(np.rint(features.points[:, 1]), 0, 65535)
-    rec["d"] = features.descriptors
+    """5-byte header (frame width, height; descriptor bytes d), then per keypoint x, y (uint16), d bytes."""
+    n, d = features.descriptors.shape
+    header = np.array([(*features.size, d)], dtype=_HEADER)
+    rec = np.zeros((n, _POINT + d), np.uint8)
+    xy = np.clip(np.rint(features.points), 0, 65535).astype("<u2")
+    rec[:, :_POINT] = xy.view(np.uint8).reshape(n, _POINT)
+    rec[:, _POINT:] = features.descriptors
     return header.tobytes() + rec.tobytes()
 
 
 def unpack(blob: bytes) -> Features:
-    # One (n, 36) byte view sliced into its two columns: a structured dtype's fields would be
+    """The features of a pack blob; ValueError when it does not unpack (damaged, foreign)."""
+    # One (n, 4 + d) byte view sliced into its two columns: a structured dtype's fields would be
     # gathered one by one (several times slower; every candidate of every query unpacks one).
-    w, h = np.frombuffer(blob, "<u2", 2)
-    rec = np.frombuffer(blob, np.uint8, offset=_HEADER.itemsize).reshape(-1, _RECORD.itemsize)
-    points = np.ascontiguousarray(rec[:, :4]).view("<u2").astype(np.float32)
-    return Features((int(w), int(h)), points, np.ascontiguousarray(rec[:, 4:]))
+    w, h, d = _header(blob)
+    rec = np.frombuffer(blob, np.uint8, offset=_HEADER.itemsize).reshape(-1, _POINT + d)
+    points = np.ascontiguousarray(rec[:, :_POINT]).view("<u2").astype(np.float32)
+    return Features((w, h), points, np.ascontiguousarray(rec[:, _POINT:]))
 
 
 def unpack_size(blob: bytes) -> tuple[int, int]:
     """The (width, height) of the frame a packed feature blob refers to, without unpacking points."""
+    w, h, _ = _header(blob)
+    return (w, h)
+
+
+def _header(blob: bytes) -> tuple[int, int, int]:
+    if len(blob) < _HEADER.itemsize:
+        raise ValueError(f"keypoint blob of {len(blob)} bytes has no header")
     header = np.frombuffer(blob[: _HEADER.itemsize], dtype=_HEADER)[0]
-    return (int(header["w"]), int(header["h"]))
+    d = int(header["d"])
+    if d not in (STORED_BYTES, DESCRIPTOR_BYTES):
+        raise ValueError(f"keypoint blob with {d}-byte descriptors (not a pack blob)")
+    return int(header["w"]), int(header["h"]), d
+
+
+def _comparable(query: Features, target: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Both descriptor sets with the same bits: whole, or as stored when either side is stored."""
+    if query.descriptors.shape[1] == target.descriptors.shape[1]:
+        return query.descriptors, target.descriptors
+    return short_descriptors(query), short_descriptors(target)
 
 
 # The thresholds of the geometric check (ratio test, RANSAC, rotation, cover, area, stretch): FIXED
@@ -162,14 +224,15 @@ def verify(
     counts the matches found until then (`good`) and no inliers."""
     if len(query.descriptors) < 8 or len(target.descriptors) < 8:
         return Verdict(0, 0, False)
-    q_rows, t_rows = _good_matches(query.descriptors, target.descriptors, ratio, min_inliers)
+    q_desc, t_desc = _comparable(query, target)
+    q_rows, t_rows = _good_matches(q_desc, t_desc, ratio, min_inliers)
     verdict = _fit(query, target, q_rows, t_rows, min_inliers)
     if min_inliers <= 0 or verdict.passes(min_inliers) or verdict.good < max(_MIN_GOOD, min_inliers):
         return verdict
     # A failed fit gets one retry without the query's hub keypoints: those nearest to more than
     # FIXED.orb_hub_max of the candidate's keypoints (a replaced backdrop's repeated texture, a
     # pattern's repeats) match anything and crowd RANSAC with outliers.
-    hubs = _hubs(query.descriptors, target.descriptors)
+    hubs = _hubs(q_desc, t_desc)
     keep = ~hubs[q_rows]
     if keep.all():
         return verdict

@@ -106,12 +106,14 @@ def test_a_failed_fit_is_retried_without_hub_keypoints() -> None:
 
 
 def test_the_inventory_stores_the_query_keypoints_strongest_first(photos: list[Image.Image]) -> None:
-    """An indexed photo keeps the STORED_FEATURES strongest of the keypoints a query of it has."""
+    """An indexed photo keeps the STORED_FEATURES strongest of the keypoints a query of it has, and of
+    each the STORED_BITS of its descriptor."""
     from common.match import describe
     from common.signals import signal_set as sig
 
     stored = verify.unpack(describe.describe(photos[1])[sig.ORB])
     query = verify.unpack(describe.describe(photos[1], query=True)[sig.ORB])
     assert len(query.points) > verify.STORED_FEATURES == len(stored.points)
-    assert np.array_equal(stored.descriptors, query.descriptors[: verify.STORED_FEATURES])
+    strongest = query.descriptors[: verify.STORED_FEATURES]
+    assert np.array_equal(stored.descriptors, verify.narrow(strongest))
     assert np.array_equal(stored.points, query.points[: verify.STORED_FEATURES])

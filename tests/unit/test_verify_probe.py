@@ -3,14 +3,19 @@ ends only candidates that could not pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from common.index import orb_words
 from common.match import verify
 from common.match.presets import FIXED
 from tests.support import samplegen
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "inventory" / "0203242006.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +74,37 @@ def test_unpack_of_a_blob_without_keypoints() -> None:
     blank = verify.extract(Image.new("L", (300, 300), 255))
     back = verify.unpack(verify.pack(blank))
     assert back.size == blank.size and back.points.shape == (0, 2) and back.descriptors.shape == (0, 32)
+
+
+def test_the_stored_features_are_the_strongest_with_128_bits_each() -> None:
+    feats = verify.extract(Image.open(SAMPLE))  # 256 keypoints
+    assert len(feats.points) > verify.STORED_FEATURES
+    blob = verify.pack(verify.stored(feats))
+    assert len(blob) == 5 + verify.STORED_FEATURES * (4 + verify.STORED_BYTES) <= 2560  # a 2.5 KB allocation
+    back = verify.unpack(blob)
+    assert back.descriptors.shape == (verify.STORED_FEATURES, verify.STORED_BYTES)
+    strongest = feats.descriptors[: verify.STORED_FEATURES]
+    assert np.array_equal(back.descriptors, verify.narrow(strongest))
+    # the stored bits keep the local-feature words: a stored product votes with the words it was indexed by
+    words = orb_words.words_of(back.descriptors, verify.STORED_WORD_BITS)
+    assert np.array_equal(words, orb_words.words_of(strongest))
+    assert np.array_equal(back.points, np.rint(feats.points[: verify.STORED_FEATURES]))
+    assert verify.unpack_size(blob) == feats.size
+
+
+def test_a_query_matches_stored_keypoints_on_the_bits_both_have() -> None:
+    # Given a query's whole descriptors against a stored product's shortened ones
+    photo = Image.open(SAMPLE)
+    query = verify.extract(photo.crop((0, 0, photo.width - 30, photo.height - 40)), verify.QUERY_FEATURES)
+    target = verify.unpack(verify.pack(verify.stored(verify.extract(photo))))
+    # Then the verdict is the one of both sides cut to the stored bits, and the photo is found
+    cut = verify.Features(query.size, query.points, verify.narrow(query.descriptors))
+    assert verify.verify(query, target, min_inliers=18) == verify.verify(cut, target, min_inliers=18)
+    assert verify.verify(query, target, min_inliers=18).passes(18)
+
+
+def test_a_blob_of_another_layout_is_refused() -> None:
+    with pytest.raises(ValueError):
+        verify.unpack(b"\x90\x01\x58\x02" + bytes(36 * 3))  # orb112@1's 4-byte header: 400 x 600, 3 points
+    with pytest.raises(ValueError):
+        verify.unpack(b"\x01")
