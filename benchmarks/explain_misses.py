@@ -16,6 +16,7 @@ Each line ends with the query's transform. Describes are cached in OUT_DIR/.expl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import sys
@@ -57,7 +58,10 @@ def _describe(job: tuple[str, bool]) -> dict[str, bytes]:
 
 def load(folder: Path, names: list[str], workers: int) -> tuple[list[dict], list[dict]]:
     labels = json.loads((folder / "labels.json").read_text())
-    cache = folder / ".explain-cache.pkl"
+    # one cache per signal set: a describe of other signal versions is never read back
+    versions = " ".join(signal_set.DEFAULT.blobs + signal_set.DEFAULT.scan)
+    tag = hashlib.sha256(versions.encode()).hexdigest()[:12]
+    cache = folder / f".explain-cache-{tag}.pkl"
     if cache.is_file():
         inv, qs = pickle.loads(cache.read_bytes())
         if set(qs) >= set(names):

@@ -50,7 +50,7 @@ def verify_pairs(
 
     Blobs are fetched in bulk: one `blobs(key, ids)` call per signal (PDQ, ORB, and the thumbnail)
     over the unique ids of all pairs. Cost per pair: a PDQ comparison (~5 us); pairs PDQ does not
-    confirm add one ORB verification (~0.4 ms: stored 124 x 124 keypoints of 128 bits, ratio test, RANSAC)
+    confirm add one ORB verification (~0.15 ms: stored 124 x 124 keypoints of 128 bits, ratio test, RANSAC)
     and, for ORB passes, the photometric check (~0.1 ms). The first id plays the query's part.
     """
     if not pairs:

@@ -13,7 +13,7 @@ loose 0.655 -> 0.947 (same-template garments that ORB aligns are now rejected by
 Inlier bars and photo_min chosen from curves over devset + two generated sets of 200
 (scratch-accuracy/thumb): balanced 18 -> 20 inliers, loose 15 -> 17, with the check in place.
 Hash candidates beyond 6 added nothing once 8 word candidates were in (same scores at 6+6, 4+8, 8+8);
-each candidate costs a blob fetch and ~0.4 ms of ORB, so the lists stay short.
+each candidate costs a blob fetch and ~0.15 ms of ORB, so the lists stay short.
 
 Seller edits (issue #10; benchmarks/seller_edits.py sets, 14 families, thresholds read on the `tune`
 part, figures on the `held` part; benchmarks/bench_curves.py prints the curves): the mirror fields,
@@ -49,7 +49,7 @@ class Rule:
     max_distance: int  # dHash Hamming radius: `original` accepts within it; others verify within it
     verified: bool = True  # False: the original rule, dHash alone decides
     candidate_radius: int = 14  # radius of the extra views' scans (pHash, trimmed, crop windows)
-    max_candidates: int = 6  # hash candidates verified per query (each costs blob fetch + ~0.4 ms ORB)
+    max_candidates: int = 6  # hash candidates verified per query (each costs blob fetch + ~0.15 ms ORB)
     pdq_max: int = 31  # PDQ (256-bit) distance that confirms a candidate on its own
     orb_min_inliers: int = 18  # ORB RANSAC inliers (with plausible geometry) that confirm a candidate
     word_candidates: int = 8  # extra candidates by local-feature word votes (common.index.orb_words)
