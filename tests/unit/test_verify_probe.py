@@ -108,3 +108,5 @@ def test_a_blob_of_another_layout_is_refused() -> None:
         verify.unpack(b"\x90\x01\x58\x02" + bytes(36 * 3))  # orb112@1's 4-byte header: 400 x 600, 3 points
     with pytest.raises(ValueError):
         verify.unpack(b"\x01")
+    with pytest.raises(ValueError):  # a frame of no size (its geometry check would divide by zero)
+        verify.unpack(b"\x00\x00\x58\x02\x10" + bytes(20 * 3))
