@@ -21,7 +21,9 @@ SAMPLES = ROOT / "samples"
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.die_with_parent = True  # a test session killed outright leaves no server behind
+    server.start()
     yield server
     server.stop()
 

@@ -62,7 +62,9 @@ def start_worker(
     from producer.connection import celery_app
     from producer.local import WorkerProcess
 
-    worker = WorkerProcess(settings, queues, concurrency, log, env=env).start()
+    worker = WorkerProcess(settings, queues, concurrency, log, env=env)
+    worker.die_with_parent = True  # a test session killed outright leaves no worker behind
+    worker.start()
     app = celery_app(settings)
     name = node_name(worker)
     try:
