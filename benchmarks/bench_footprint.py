@@ -11,8 +11,8 @@ part. The change stream is bounded (STREAM_MAXLEN entries, whatever the catalog 
 shown apart and left out of the 20 GB projection. The first set is also written `--copies` times under
 new ids (the same blobs): Redis packs a hash of up to 512 small entries as a listpack, so the index's
 per-product hashes (rows, metadata, first version, small blobs) cost less in a small set than in a
-catalogue-sized one. Peer in the same
-server: the original's layout, one Redis hash of productId -> imagehash.dhash hex string.
+catalogue-sized one. Peer in the same server: the original's layout, one Redis hash of productId ->
+imagehash.dhash hex string.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _measure(
     r: redis.Redis, products: list[tuple[str, bytes]], copies: int = 1
 ) -> tuple[dict[str, float], float, float]:
     """Bytes per product, by part. `copies` > 1 writes every described photo that many times under new
-    ids: a catalogue-sized index (the blob hashes' buckets fill up as they do at scale)."""
+    ids: a catalogue-sized index (its hashes outgrow Redis's listpacks as they do at scale)."""
     sigs = signal_set.DEFAULT
     store = index_store(r, sigs)
     blobs = {s: f"{s} blob" for s in sigs.blobs}

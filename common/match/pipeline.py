@@ -217,9 +217,7 @@ def _word_candidates(
 ) -> list[int]:
     if rule.word_candidates <= 0 or sig.ORB not in query or not set(sig.ORB_WORDS) <= set(snap.signal_keys):
         return []
-    descriptors = verify.unpack(query[sig.ORB]).descriptors  # every keypoint votes
-    stored = descriptors.shape[1] == verify.STORED_BYTES  # an indexed product's own (a by-id query)
-    words = orb_words.words_of(descriptors, verify.STORED_WORD_BITS if stored else orb_words.BITS)
+    words = verify.words(verify.unpack(query[sig.ORB]))  # every keypoint votes (a by-id query: as stored)
     if not len(words):
         return []
     taken_rows = {r for r in taken if r is not None}

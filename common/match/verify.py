@@ -159,6 +159,13 @@ def _header(blob: bytes) -> tuple[int, int, int]:
     return w, h, d
 
 
+def words(features: Features) -> np.ndarray:
+    """The local-feature words (orb_words) of the features' keypoints, whole or as the inventory stores
+    them (STORED_BITS keeps the word bits)."""
+    stored = features.descriptors.shape[1] == STORED_BYTES
+    return orb_words.words_of(features.descriptors, STORED_WORD_BITS if stored else orb_words.BITS)
+
+
 def _comparable(query: Features, target: Features) -> tuple[np.ndarray, np.ndarray]:
     """Both descriptor sets with the same bits: whole, or as stored when either side is stored."""
     if query.descriptors.shape[1] == target.descriptors.shape[1]:
