@@ -176,14 +176,13 @@ def _query_views(
     small inside a larger frame (a screenshot). Made now: the restored backdrop's scanned views (its
     keypoints and thumbnail on use) and the photo inside a screenshot-like frame. `grey`, `rgb`,
     `half`: describe's greyscale copy of `work`, its RGB array and that array halved. A query's
-    thumbnails are left uncompressed (photometric.QUERY_LEVEL: never stored)."""
+    thumbnails are kept exact (lossless: never stored)."""
     out: dict[str, bytes] = {}
-    level = photometric.QUERY_LEVEL
     later: dict[str, Callable[[], bytes]] = {
-        sig.THUMB: lambda: photometric.thumbnail(half, level=level),
+        sig.THUMB: lambda: photometric.thumbnail(half, lossless=True),
         # the greyscale copy flipped: what extract would make of the flipped working copy
         sig.ORB_MIRROR: lambda: verify.pack(verify.extract(grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
-        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE, level),
+        sig.THUMB_FINE: lambda: photometric.thumbnail(half, photometric.FINE_SIDE, lossless=True),
     }
     studio = normalise.restudioed(rgb)  # None for a studio photo (nearly every query; ~1 ms to tell)
     if studio is not None:
@@ -194,7 +193,7 @@ def _query_views(
             sig.PDQ_BACKDROP: pdq_dihedral(studio)[0],
         })  # fmt: skip
         later[sig.ORB_BACKDROP] = lambda: verify.pack(verify.extract(studio))
-        later[sig.THUMB_BACKDROP] = lambda: photometric.thumbnail(studio, level=level)
+        later[sig.THUMB_BACKDROP] = lambda: photometric.thumbnail(studio, lossless=True)
     out.update(_frame_hashes(work, grey))
     angle = rotation.tilt(grey)  # None for an upright photo (nearly every query): no view
     if angle is not None:

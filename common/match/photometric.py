@@ -60,18 +60,23 @@ def _resized(arr: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(arr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-# zlib level of a stored thumbnail (1.5 KB at 6, 1.7 KB at 1, 4.2 KB at 0). A query's own thumbnails
-# are never stored: level 0 (0.19 ms of compression saved per thumbnail; they unpack the same).
-STORED_LEVEL = 6
-QUERY_LEVEL = 0
+# A stored thumbnail keeps its luma lossy, as WebP (quality STORED_QUALITY), and its chroma exact:
+# ~0.75 KB where both planes kept exactly took ~1.6-1.8 KB, a third of an indexed product. The luma
+# check compares 8x8 blocks by local NCC, which WebP's mean error of ~1.4 grey levels leaves as it was
+# (an image against its own stored thumbnail: 1.0 on every devset photo); on the seller-edit tune sets
+# quality 85 and 75 matched as lossless did and 50 lost recall (benchmarks/README, bench_footprint).
+# The chroma planes are faint (a few levels around 128): WebP's error there took an image's colour
+# correlation with itself below 0.94 for one devset photo in 20 (0.89 at worst), so they stay exact,
+# zlib'd (~0.33 KB).
+STORED_QUALITY = 85
+_WEBP = b"RIFF"
 
 
-def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, level: int = STORED_LEVEL) -> bytes:
-    """The stored thumbnail blob (pack_thumb): luma (64 px long side) and Cr, Cb (32 px), uint8.
-
-    About 1.5-2 KB for a 2:3 catalogue photo (4.1 KB of pixels, compressed losslessly; a query's own,
-    at QUERY_LEVEL, ~4.2 KB). `image`: a picture, or its (h, w, 3) uint8 RGB array. `side`
-    FINE_SIDE: a query's fine one.
+def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, lossless: bool = False) -> bytes:
+    """The thumbnail blob: luma (64 px long side) and Cr, Cb (32 px), uint8 planes (4.1 KB of pixels
+    for a 2:3 catalogue photo). Stored form: luma as WebP, chroma exact, ~0.75 KB (pack_lossy);
+    `lossless`: the planes as they are (pack_thumb), for a query's own. `image`: a picture, or its
+    (h, w, 3) uint8 RGB array. `side` FINE_SIDE: a query's fine one.
 
     Made from the photo's halved copy (normalise.halved: exact 2x area steps to <= 320 px, >= 160 px
     so >= FINE_SIDE when it reduces at all), which describe passes in already made (then halving it
@@ -80,34 +85,59 @@ def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, level: in
     small = _resized(rgb, side)
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     ycc = cv2.cvtColor(_resized(small, side * CHROMA_SIDE // THUMB_SIDE), cv2.COLOR_RGB2YCrCb)
-    return pack_thumb(luma, np.ascontiguousarray(ycc[..., 1:].transpose(2, 0, 1)), level)
+    chroma = np.ascontiguousarray(ycc[..., 1:].transpose(2, 0, 1))
+    return pack_thumb(luma, chroma) if lossless else pack_lossy(luma, chroma)
 
 
-def pack_thumb(luma: np.ndarray, chroma: np.ndarray, level: int = STORED_LEVEL) -> bytes:
-    """4-byte header (luma w, h; chroma w, h), then zlib of the luma (h, w) and chroma (2, h2, w2)
-    planes, each row stored as its difference from the row above (PNG's "up" filter: catalogue
-    backdrops and smooth garments leave mostly zeros, 4.1 KB -> ~1.6 KB; the pixels come back exact)."""
-    header = bytes([luma.shape[1], luma.shape[0], chroma.shape[2], chroma.shape[1]])
-    body = np.concatenate([_up(luma).ravel(), _up(chroma).ravel()])
-    return header + zlib.compress(body.tobytes(), level)
+def _header(luma: np.ndarray, chroma: np.ndarray) -> bytes:
+    return bytes([luma.shape[1], luma.shape[0], chroma.shape[2], chroma.shape[1]])
 
 
-def _up(planes: np.ndarray) -> np.ndarray:
-    out = planes.copy()
-    out[..., 1:, :] -= planes[..., :-1, :]  # uint8: wraps modulo 256, undone by a uint8 cumsum
-    return out
+def pack_thumb(luma: np.ndarray, chroma: np.ndarray) -> bytes:
+    """Exact: 4-byte header (luma w, h; chroma w, h), then the luma (h, w) and chroma (2, h2, w2) bytes."""
+    return _header(luma, chroma) + luma.tobytes() + chroma.tobytes()
+
+
+def pack_lossy(luma: np.ndarray, chroma: np.ndarray, quality: int = STORED_QUALITY) -> bytes:
+    """The same header, then the luma plane as a greyscale WebP image, then zlib of the chroma planes,
+    each row as its difference from the row above (PNG's "up" filter: smooth colour leaves mostly zeros)."""
+    luma_webp = cv2.imencode(".webp", luma, [cv2.IMWRITE_WEBP_QUALITY, quality])[1].tobytes()
+    up = chroma.copy()
+    up[:, 1:] -= chroma[:, :-1]  # uint8: wraps modulo 256, undone by a uint8 cumsum
+    return _header(luma, chroma) + luma_webp + zlib.compress(up.tobytes(), 6)
 
 
 def unpack_thumb(blob: bytes) -> Thumb:
-    """The planes of a pack_thumb blob; ValueError when it does not unpack (damaged, foreign)."""
+    """The planes of a pack_thumb or pack_lossy blob; ValueError when it does not unpack (damaged)."""
+    if len(blob) < 4:
+        raise ValueError(f"thumbnail blob of {len(blob)} bytes has no header")
     lw, lh, cw, ch = blob[:4]
-    try:
-        body = np.frombuffer(zlib.decompress(blob[4:]), np.uint8)
-    except zlib.error as exc:
-        raise ValueError(f"thumbnail blob does not decompress: {exc}") from None
-    luma = np.cumsum(body[: lw * lh].reshape(lh, lw), axis=0, dtype=np.uint8)
-    chroma = np.cumsum(body[lw * lh :].reshape(2, ch, cw), axis=1, dtype=np.uint8)
+    if blob[4:8] == _WEBP:
+        end = 12 + int.from_bytes(blob[8:12], "little")  # RIFF: the size of what follows its 8 bytes
+        luma = _webp(blob[4:end], (lh, lw))
+        try:
+            body = np.frombuffer(zlib.decompress(blob[end:]), np.uint8)
+        except zlib.error as exc:
+            raise ValueError(f"thumbnail blob's chroma does not decompress: {exc}") from None
+        if body.size != 2 * cw * ch:
+            raise ValueError(f"thumbnail blob's chroma holds {body.size} bytes, not 2x{cw}x{ch}")
+        chroma = np.cumsum(body.reshape(2, ch, cw), axis=1, dtype=np.uint8)
+    elif len(blob) == 4 + lw * lh + 2 * cw * ch:
+        body = np.frombuffer(blob, np.uint8, offset=4)
+        luma = body[: lw * lh].reshape(lh, lw)
+        chroma = body[lw * lh :].reshape(2, ch, cw)
+    else:
+        raise ValueError(
+            f"thumbnail blob of {len(blob)} bytes is neither WebP nor {lw}x{lh} + 2x{cw}x{ch} planes"
+        )
     return Thumb(luma, chroma.transpose(1, 2, 0).astype(np.float32) - 128.0)
+
+
+def _webp(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    plane = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data[:4] == _WEBP else None
+    if plane is None or plane.shape != shape:
+        raise ValueError(f"thumbnail blob's WebP plane does not decode to {shape[1]}x{shape[0]}")
+    return plane
 
 
 _RING = np.ones((5, 5), np.uint8)

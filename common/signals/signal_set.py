@@ -28,7 +28,7 @@ DHASH_TRIM = "dhash64.trim@2"  # dHash of the content box inside uniform borders
 DHASH_CROPS = tuple(f"dhash64.crop{i}@1" for i in range(len(normalise.CROP_WINDOWS)))
 PDQ = "pdq256@1"  # 32 bytes of PDQ hash + 1 byte PDQ quality (0..100): common.signals.pdq, = pdqhash 0.2.8
 ORB = "orb124x128@1"  # verify.pack of verify.stored: the 124 strongest keypoints, 128 bits each (~2.5 KB)
-THUMB = "thumb@3"  # photometric.thumbnail (of the halved copy): 64 px luma + 32 px chroma, zlib (~1.6 KB)
+THUMB = "thumb@4"  # photometric.thumbnail (halved copy): 64 px luma as WebP + 32 px chroma exact (~0.75 KB)
 # The left-right mirror. An image query describes its own mirror and compares it with the stored
 # columns and blobs as they are. The mirror's two hashes (scan columns, 16 bytes) and its PDQ (a blob,
 # one DCT shared with the straight PDQ) are stored too, so a query by productId and the whole-inventory
@@ -38,14 +38,14 @@ DHASH_MIRROR = "dhash64.mirror@1"  # dHash (box pre-reduced) of the mirrored wor
 PHASH_MIRROR = "phash64.mirror@1"  # pHash of the mirrored working copy
 PDQ_MIRROR_KEY = "pdq256.mirror@1"  # PDQ of the mirrored working copy (same layout as PDQ)
 ORB_MIRROR = "orb256.mirror@2"  # ORB of the mirrored working copy (verify.pack): query-only
-THUMB_FINE = "thumb.fine@3"  # the query's thumbnail at twice thumb@3's size (photometric.thumbnail)
+THUMB_FINE = "thumb.fine@3"  # the query's thumbnail at twice thumb@4's size (photometric.thumbnail)
 # A query on a non-studio backdrop (a seller's new background) also describes itself with the backdrop
 # replaced by studio white (normalise.restudioed): these views, scanned and verified as the mirror's.
 DHASH_BACKDROP = "dhash64.backdrop@2"
 PHASH_BACKDROP = "phash64.backdrop@2"
 PDQ_BACKDROP = "pdq256.backdrop@2"
 ORB_BACKDROP = "orb256.backdrop@3"
-THUMB_BACKDROP = "thumb.backdrop@4"  # backdrop@2's restoration, thumbnail as thumb@3
+THUMB_BACKDROP = "thumb.backdrop@4"  # backdrop@2's restoration, thumbnail as thumb@4 (exact)
 # A query that shows a photo inside a screenshot-like frame (normalise.framed_box) also hashes the photo
 # alone: scanned against the stored primary, trimmed and pHash columns; its PDQ confirms like the
 # query's own (a flat photo in a frame has too few keypoints for ORB), else the query itself verifies.

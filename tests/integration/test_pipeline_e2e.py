@@ -141,15 +141,16 @@ def test_signature_mismatch_is_refused(index_redis):
 
 
 def test_an_index_written_with_older_verification_blobs_is_refused(index_redis):
-    # An index whose products carry the ORB blob of a version before this one (orb112@1: 32-byte
-    # descriptors under a 4-byte header): verifying against it would misread every blob, so it is
-    # refused by name, not silently weakened.
+    # An index whose products carry the blobs of the versions before this one (orb112@1: 32-byte
+    # descriptors under a 4-byte header; thumb@3: exact planes under zlib): verifying against it would
+    # misread every blob, so it is refused by name, not silently weakened.
     from common.signals import signal_set
 
-    old = [*signal_set.DEFAULT.scan, "pdq256@1", "orb112@1", "thumb@3", "pdq256.mirror@1"]
-    index_redis.set(keys.SIGNALS, json.dumps(old))
-    with pytest.raises(Exception, match=r"signature_mismatch.*orb112@1.*orb124x128@1"):
-        index_store(index_redis).check_signals()
+    for old_orb, old_thumb in (("orb112@1", "thumb@3"), ("orb124x128@1", "thumb@3")):
+        old = [*signal_set.DEFAULT.scan, "pdq256@1", old_orb, old_thumb, "pdq256.mirror@1"]
+        index_redis.set(keys.SIGNALS, json.dumps(old))
+        with pytest.raises(Exception, match=r"signature_mismatch.*thumb@3.*thumb@4"):
+            index_store(index_redis).check_signals()
 
 
 def test_an_index_that_recorded_only_its_scanned_signals_is_refused(index_redis):
@@ -158,7 +159,7 @@ def test_an_index_that_recorded_only_its_scanned_signals_is_refused(index_redis)
     from common.signals import signal_set
 
     index_redis.set(keys.SIGNALS, json.dumps(list(signal_set.DEFAULT.scan)))
-    with pytest.raises(Exception, match=r"signature_mismatch.*orb124x128@1.*thumb@3.*new index"):
+    with pytest.raises(Exception, match=r"signature_mismatch.*orb124x128@1.*thumb@4.*new index"):
         index_store(index_redis).check_signals()
 
 

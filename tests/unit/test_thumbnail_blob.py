@@ -1,5 +1,5 @@
-"""The stored thumbnail blob (thumb@3): compressed losslessly, unpacked pixel for pixel, refused when
-damaged."""
+"""The thumbnail blob: stored with its luma lossy (thumb@4: WebP, a few grey levels off) and its chroma
+exact, in a fraction of the pixels' size; a query's own exact; either refused when damaged."""
 
 from __future__ import annotations
 
@@ -13,23 +13,38 @@ from tests.support import samplegen
 
 
 def _planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What thumbnail() stores, computed here the plain way: luma at 64 px, Cr and Cb at 32 px."""
+    """What thumbnail() holds, computed here the plain way: luma at 64 px, Cr and Cb at 32 px."""
     small = photometric._resized(halved(rgb), photometric.THUMB_SIDE)
     ycc = cv2.cvtColor(photometric._resized(small, photometric.CHROMA_SIDE), cv2.COLOR_RGB2YCrCb)
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), ycc[..., 1:]
 
 
+def _product(seed: int) -> np.ndarray:
+    return np.asarray(samplegen.render_product(np.random.default_rng(seed)))
+
+
 @pytest.mark.parametrize("seed", [3, 4, 5])
-def test_round_trip_is_exact(seed: int) -> None:
-    rgb = np.asarray(samplegen.render_product(np.random.default_rng(seed)))
+def test_a_querys_thumbnail_is_exact(seed: int) -> None:
+    rgb = _product(seed)
     luma, crcb = _planes(rgb)
-    thumb = photometric.unpack_thumb(photometric.thumbnail(rgb))
+    thumb = photometric.unpack_thumb(photometric.thumbnail(rgb, lossless=True))
     assert np.array_equal(thumb.luma, luma)
     assert np.array_equal(thumb.chroma, crcb.astype(np.float32) - 128.0)
 
 
-def test_noise_and_extremes_round_trip() -> None:
-    """Wrap-around of the row differences (0 under 255 and back) loses nothing."""
+@pytest.mark.parametrize("seed", [3, 4, 5, 9])
+def test_the_stored_thumbnail_is_close_and_small(seed: int) -> None:
+    rgb = _product(seed)
+    luma, crcb = _planes(rgb)
+    blob = photometric.thumbnail(rgb)
+    thumb = photometric.unpack_thumb(blob)
+    assert thumb.luma.shape == luma.shape and thumb.chroma.shape == crcb.shape
+    assert np.abs(thumb.luma.astype(float) - luma).mean() < 3.0
+    assert np.array_equal(thumb.chroma, crcb.astype(np.float32) - 128.0)
+    assert len(blob) < 0.3 * (luma.size + crcb.size)
+
+
+def test_extremes_round_trip_exactly() -> None:
     rng = np.random.default_rng(0)
     luma = rng.choice(np.array([0, 1, 254, 255], np.uint8), size=(64, 43))
     chroma = rng.integers(0, 256, size=(2, 32, 21), dtype=np.uint8)
@@ -38,14 +53,29 @@ def test_noise_and_extremes_round_trip() -> None:
     assert np.array_equal(thumb.chroma, chroma.transpose(1, 2, 0).astype(np.float32) - 128.0)
 
 
-def test_a_catalogue_thumbnail_is_well_under_its_pixels() -> None:
-    rgb = np.asarray(samplegen.render_product(np.random.default_rng(9)))
-    luma, crcb = _planes(rgb)
-    assert len(photometric.thumbnail(rgb)) < 0.6 * (luma.size + crcb.size)
+def test_the_photometric_check_reads_a_stored_thumbnail_as_the_exact_one() -> None:
+    """The same photo, stored lossy against its exact planes, aligned by identity: it agrees."""
+    rgb = _product(7)
+    stored = photometric.unpack_thumb(photometric.thumbnail(rgb))
+    exact = photometric.unpack_thumb(photometric.thumbnail(rgb, lossless=True))
+    size = (rgb.shape[1], rgb.shape[0])
+    same = photometric.photometric(exact, stored, np.eye(2, 3), size, size)
+    assert same.luma > 0.95 and same.chroma_corr > 0.999 and same.chroma_ratio > 0.999
 
 
-@pytest.mark.parametrize("damage", [lambda b: b[:4] + b"\x00" * 20, lambda b: b[:-40], lambda b: b[:2]])
-def test_a_damaged_blob_is_a_value_error(damage) -> None:
-    blob = photometric.thumbnail(np.asarray(samplegen.render_product(np.random.default_rng(1))))
+_DAMAGE = [
+    lambda b: b[:4] + b"\x00" * 20,  # garbage after the header
+    lambda b: b[:-40],  # truncated
+    lambda b: b[:2],  # no header
+    lambda b: b[:4] + b"RIFF" + b"\xff\xff\x00\x00" + b[12:],  # a RIFF size past the end
+    lambda b: bytes([b[0] + 1]) + b[1:],  # the header's size disagrees with the planes
+    lambda b: b[:-3] + bytes(5),  # the end damaged: the chroma's zlib checksum, or the planes' size
+]
+
+
+@pytest.mark.parametrize("damage", _DAMAGE)
+@pytest.mark.parametrize("lossless", [False, True])
+def test_a_damaged_blob_is_a_value_error(damage, lossless: bool) -> None:
+    blob = photometric.thumbnail(_product(1), lossless=lossless)
     with pytest.raises(ValueError):
         photometric.unpack_thumb(damage(blob))
