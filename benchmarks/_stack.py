@@ -81,10 +81,10 @@ class BenchStack:
 
         sample = describe.describe(Image.new("RGB", (360, 540), "white"))
         sample_blobs = {key: sample[key] for key in signal_set.from_env().blobs}
-        if thumb_side is not None:  # a valid thumbnail blob (photometric.pack_thumb), flat grey
+        if thumb_side is not None:  # a valid stored thumbnail blob (photometric.pack_lossy), flat grey
             c = max(1, thumb_side // 2)
             flat = np.full((thumb_side, thumb_side), 128, np.uint8), np.full((2, c, c), 128, np.uint8)
-            sample_blobs[signal_set.THUMB] = photometric.pack_thumb(*flat)
+            sample_blobs[signal_set.THUMB] = photometric.pack_lossy(*flat)
         for a in range(0, len(hashes), chunk):
             products = []
             for k in range(a, min(len(hashes), a + chunk)):

@@ -69,7 +69,6 @@ def _resized(arr: np.ndarray, side: int) -> np.ndarray:
 # correlation with itself below 0.94 for one devset photo in 20 (0.89 at worst), so they stay exact,
 # zlib'd (~0.33 KB).
 STORED_QUALITY = 85
-_WEBP = b"RIFF"
 
 
 def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, lossless: bool = False) -> bytes:
@@ -89,55 +88,72 @@ def thumbnail(image: Image.Image | np.ndarray, side: int = THUMB_SIDE, lossless:
     return pack_thumb(luma, chroma) if lossless else pack_lossy(luma, chroma)
 
 
-def _header(luma: np.ndarray, chroma: np.ndarray) -> bytes:
-    return bytes([luma.shape[1], luma.shape[0], chroma.shape[2], chroma.shape[1]])
+_EXACT, _LOSSY = 0, 1  # the form byte of a thumbnail blob's header
+
+
+def _header(luma: np.ndarray, chroma: np.ndarray, form: int) -> bytes:
+    return bytes([luma.shape[1], luma.shape[0], chroma.shape[2], chroma.shape[1], form])
 
 
 def pack_thumb(luma: np.ndarray, chroma: np.ndarray) -> bytes:
-    """Exact: 4-byte header (luma w, h; chroma w, h), then the luma (h, w) and chroma (2, h2, w2) bytes."""
-    return _header(luma, chroma) + luma.tobytes() + chroma.tobytes()
+    """Exact: a 5-byte header (luma w, h; chroma w, h; form 0), then the luma (h, w) and chroma
+    (2, h2, w2) bytes."""
+    return _header(luma, chroma, _EXACT) + luma.tobytes() + chroma.tobytes()
 
 
 def pack_lossy(luma: np.ndarray, chroma: np.ndarray, quality: int = STORED_QUALITY) -> bytes:
-    """The same header, then the luma plane as a greyscale WebP image, then zlib of the chroma planes,
-    each row as its difference from the row above (PNG's "up" filter: smooth colour leaves mostly zeros)."""
-    luma_webp = cv2.imencode(".webp", luma, [cv2.IMWRITE_WEBP_QUALITY, quality])[1].tobytes()
+    """The header (form 1), the CRC-32 of the rest (WebP has no checksum: a damaged blob is refused, not
+    misread), the luma plane as a greyscale WebP image (its length, uint16, first), then zlib of the
+    chroma planes, each row as its difference from the row above (PNG's "up" filter: smooth colour
+    leaves mostly zeros)."""
+    ok, webp = cv2.imencode(".webp", luma, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode WebP (an OpenCV built without it)")
     up = chroma.copy()
     up[:, 1:] -= chroma[:, :-1]  # uint8: wraps modulo 256, undone by a uint8 cumsum
-    return _header(luma, chroma) + luma_webp + zlib.compress(up.tobytes(), 6)
+    body = len(webp).to_bytes(2, "little") + webp.tobytes() + zlib.compress(up.tobytes(), 6)
+    return _header(luma, chroma, _LOSSY) + zlib.crc32(body).to_bytes(4, "little") + body
 
 
 def unpack_thumb(blob: bytes) -> Thumb:
     """The planes of a pack_thumb or pack_lossy blob; ValueError when it does not unpack (damaged)."""
-    if len(blob) < 4:
+    if len(blob) < 5:
         raise ValueError(f"thumbnail blob of {len(blob)} bytes has no header")
-    lw, lh, cw, ch = blob[:4]
-    if blob[4:8] == _WEBP:
-        end = 12 + int.from_bytes(blob[8:12], "little")  # RIFF: the size of what follows its 8 bytes
-        luma = _webp(blob[4:end], (lh, lw))
-        try:
-            body = np.frombuffer(zlib.decompress(blob[end:]), np.uint8)
-        except zlib.error as exc:
-            raise ValueError(f"thumbnail blob's chroma does not decompress: {exc}") from None
-        if body.size != 2 * cw * ch:
-            raise ValueError(f"thumbnail blob's chroma holds {body.size} bytes, not 2x{cw}x{ch}")
-        chroma = np.cumsum(body.reshape(2, ch, cw), axis=1, dtype=np.uint8)
-    elif len(blob) == 4 + lw * lh + 2 * cw * ch:
-        body = np.frombuffer(blob, np.uint8, offset=4)
+    lw, lh, cw, ch, form = blob[:5]
+    luma: np.ndarray
+    chroma: np.ndarray
+    if not (lw and lh and cw and ch):
+        raise ValueError(f"thumbnail blob of a zero-sized plane ({lw}x{lh}, {cw}x{ch})")
+    if form == _EXACT:
+        if len(blob) != 5 + lw * lh + 2 * cw * ch:
+            raise ValueError(f"thumbnail blob of {len(blob)} bytes is not {lw}x{lh} + 2x{cw}x{ch} planes")
+        body = np.frombuffer(blob, np.uint8, offset=5)
         luma = body[: lw * lh].reshape(lh, lw)
         chroma = body[lw * lh :].reshape(2, ch, cw)
+    elif form == _LOSSY:
+        if len(blob) < 11 or zlib.crc32(blob[9:]) != int.from_bytes(blob[5:9], "little"):
+            raise ValueError("thumbnail blob is damaged (its checksum does not match)")
+        end = 11 + int.from_bytes(blob[9:11], "little")
+        plane = cv2.imdecode(np.frombuffer(blob[11:end], np.uint8), cv2.IMREAD_GRAYSCALE)
+        if plane is None or plane.shape != (lh, lw):
+            raise ValueError(f"thumbnail blob's luma does not decode to {lw}x{lh}")
+        luma = plane
+        chroma = np.cumsum(_inflated(blob[end:], 2 * cw * ch).reshape(2, ch, cw), axis=1, dtype=np.uint8)
     else:
-        raise ValueError(
-            f"thumbnail blob of {len(blob)} bytes is neither WebP nor {lw}x{lh} + 2x{cw}x{ch} planes"
-        )
+        raise ValueError(f"thumbnail blob of an unknown form {form}")
     return Thumb(luma, chroma.transpose(1, 2, 0).astype(np.float32) - 128.0)
 
 
-def _webp(data: bytes, shape: tuple[int, int]) -> np.ndarray:
-    plane = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data[:4] == _WEBP else None
-    if plane is None or plane.shape != shape:
-        raise ValueError(f"thumbnail blob's WebP plane does not decode to {shape[1]}x{shape[0]}")
-    return plane
+def _inflated(data: bytes, size: int) -> np.ndarray:
+    """zlib data that holds exactly `size` bytes and nothing after them, as uint8."""
+    inflate = zlib.decompressobj()
+    try:
+        out = inflate.decompress(data, size + 1)
+    except zlib.error as exc:
+        raise ValueError(f"thumbnail blob's chroma does not decompress: {exc}") from None
+    if len(out) != size or not inflate.eof or inflate.unused_data:
+        raise ValueError(f"thumbnail blob's chroma does not hold exactly {size} bytes")
+    return np.frombuffer(out, np.uint8)
 
 
 _RING = np.ones((5, 5), np.uint8)

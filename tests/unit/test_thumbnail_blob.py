@@ -63,13 +63,22 @@ def test_the_photometric_check_reads_a_stored_thumbnail_as_the_exact_one() -> No
     assert same.luma > 0.95 and same.chroma_corr > 0.999 and same.chroma_ratio > 0.999
 
 
+def test_an_exact_blob_whose_pixels_spell_a_magic_number_is_read_as_pixels() -> None:
+    luma = np.full((64, 43), 128, np.uint8)
+    luma[0, :4] = list(b"RIFF")
+    chroma = np.full((2, 32, 22), 128, np.uint8)
+    assert np.array_equal(photometric.unpack_thumb(photometric.pack_thumb(luma, chroma)).luma, luma)
+
+
 _DAMAGE = [
-    lambda b: b[:4] + b"\x00" * 20,  # garbage after the header
+    lambda b: b[:5] + b"\x00" * 20,  # garbage after the header
     lambda b: b[:-40],  # truncated
     lambda b: b[:2],  # no header
-    lambda b: b[:4] + b"RIFF" + b"\xff\xff\x00\x00" + b[12:],  # a RIFF size past the end
+    lambda b: b[:4] + b"\x07" + b[5:],  # an unknown form
+    lambda b: b"\x00" + b[1:],  # a zero-sized plane
     lambda b: bytes([b[0] + 1]) + b[1:],  # the header's size disagrees with the planes
-    lambda b: b[:-3] + bytes(5),  # the end damaged: the chroma's zlib checksum, or the planes' size
+    lambda b: b[:-3] + bytes(5),  # the end damaged: the checksum, or the planes' size
+    lambda b: b + b"\x00",  # a byte more
 ]
 
 
@@ -79,3 +88,13 @@ def test_a_damaged_blob_is_a_value_error(damage, lossless: bool) -> None:
     blob = photometric.thumbnail(_product(1), lossless=lossless)
     with pytest.raises(ValueError):
         photometric.unpack_thumb(damage(blob))
+
+
+def test_every_flipped_bit_of_a_stored_blob_is_refused() -> None:
+    """WebP carries no checksum of its own: the blob's CRC-32 refuses any damage to it or the chroma."""
+    blob = photometric.thumbnail(_product(2))
+    for bit in range(5 * 8, len(blob) * 8, 7):
+        damaged = bytearray(blob)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ValueError):
+            photometric.unpack_thumb(bytes(damaged))

@@ -59,8 +59,8 @@ def test_photometric_check_follows_the_alignment(photos: list[Image.Image]) -> N
     verdict = verify.verify(fq, ft)
     assert verdict.passes(15) and verdict.model is not None
     tq, tt = (
-        photometric.unpack_thumb(photometric.thumbnail(crop)),
-        photometric.unpack_thumb(photometric.thumbnail(im)),
+        photometric.unpack_thumb(photometric.thumbnail(crop, lossless=True)),  # the query's own: exact
+        photometric.unpack_thumb(photometric.thumbnail(im)),  # as stored
     )
     assert max(tt.luma.shape) == photometric.THUMB_SIDE
     same = photometric.photometric(tq, tt, verdict.model, fq.size, ft.size)
