@@ -209,7 +209,8 @@ def _resolve(report: CatalogReport, url: str, base: Path, pid: str) -> str | Non
 
 def _add(report: CatalogReport, seen: set[str], pid: str, url: str, line: str) -> None:
     if any("\udc80" <= ch <= "\udcff" for ch in pid + url):
-        report.skip("not_utf8", line.encode("utf-8", "backslashreplace").decode())
+        # the row's own bytes back, the undecodable ones as \xNN (as elsewhere)
+        report.skip("not_utf8", line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
         return
     if "\x00" in pid + url:
         report.skip("malformed_row", line.replace("\x00", "\\0"))

@@ -194,11 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stop in stop_signals.STOP_SIGNALS:  # the stack is down: a late second signal must not kill us
             signal.signal(stop, signal.SIG_IGN)
         signum = exc.signum if isinstance(exc, stop_signals.Interrupted) else signal.SIGINT
-        say(
-            f"neardup: interrupted ({signal.Signals(signum).name}); run the same command again to resume "
-            "(indexed products are skipped)"
-        )
+        say(f"neardup: interrupted ({signal.Signals(signum).name}); {_after_interrupt(args.command)}")
         return 128 + signum
+
+
+def _after_interrupt(command: str) -> str:
+    """What an interrupted command left, and how to go on."""
+    if command in ("ingest", "run"):  # each chunk is written as it is indexed
+        return "run the same command again to resume (indexed products are skipped)"
+    if command in ("query", "dedup", "report"):  # their output is written whole, at the end
+        return "no output was written; run the same command again"
+    return "run the same command again"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from common.config.settings import Settings
@@ -26,6 +27,8 @@ _USAGE_REASONS = {"bad_product_id", "same_product", "bad_type", "bad_verdict", "
 def remove_all(store: IndexStore, ids: list[str]) -> dict[str, Any]:
     """Remove in requests of at most MAX_REMOVE ids (each one atomic write); the counts summed."""
     total: dict[str, Any] = {"removed": 0, "not_indexed": 0, "bad": 0, "not_indexed_ids": [], "bad_ids": []}
+    if not ids:  # nothing to remove (a --sync with the catalog whole): the index as it stands
+        total["index_version"], total["index_size"] = store.version(), store.size()
     for start in range(0, len(ids), MAX_REMOVE):
         res = remove_products(ids[start : start + MAX_REMOVE], store)
         for k in ("removed", "not_indexed", "bad"):
@@ -44,7 +47,7 @@ def _say_removal(res: dict[str, Any], what: str = "remove") -> None:
     for pid in res["not_indexed_ids"][:10]:
         say(f"  {pid}: not_indexed")
     for bad in res["bad_ids"][:10]:
-        say(f"  {bad['product_id']}: {bad['reason']} ({bad['detail']})"[:200])
+        say(f"  {bad['product_id']}: {bad['detail'] or bad['reason']}"[:200])  # the detail names the reason
 
 
 def cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,6 +89,7 @@ def dry_run(settings: Settings, report: CatalogReport) -> int:
         size = sess.store.size()
     for pid in absent:
         print(pid)
+    sys.stdout.flush()  # the ids before the line that says "listed above", also when stdout is a pipe
     say(
         f"ingest --sync --dry-run: would ingest {fresh} products and remove {len(absent)} of {size} indexed "
         "products absent from the catalog (listed above); nothing changed"
@@ -132,7 +136,7 @@ def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
         res = feedback_request({"product_ids": list(pair), "verdict": verdict}, sess.store)
     if not res["ok"]:
         err = res["error"]
-        say(f"feedback: {err['reason']}: {err['detail']}")
+        say(f"feedback: {err['detail'] or err['reason']}")  # the detail starts with the reason
         return EXIT_USAGE if err["reason"] in _USAGE_REASONS else EXIT_FAILURES
     a, b = res["pair"]
     now = res["verdict"] or "no verdict"

@@ -52,7 +52,9 @@ def _files_of(item: str) -> list[Path]:
         return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if p.is_file():
         return [p]
-    raise FileNotFoundError(f"query input not found: {display_name(item)}")
+    bare = "/" not in item and not p.suffix  # a bare word: perhaps a product id given as a file
+    hint = f" (an indexed product? --product-id {display_name(item)})" if bare else ""
+    raise FileNotFoundError(f"query input not found: {display_name(item)}{hint}")
 
 
 def query_specs(

@@ -20,6 +20,8 @@ def report_catalog(report: CatalogReport) -> None:
         say(f"  note: {note}")
     for reason, examples in sorted(report.examples.items()):
         say(f"  {reason}: e.g. {', '.join(examples)}")
+    if not report.rows:  # not an error (a pipeline's empty delta), but rarely what a person meant
+        say("  note: the catalog holds no rows: nothing to ingest")
 
 
 def roots_of(report: CatalogReport) -> list[Path]:

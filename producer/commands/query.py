@@ -22,11 +22,19 @@ def do_query(
 ) -> int:
 
     exclude_own_photos(sess.store, specs, origins or {})
+    # The cut-off this command was given (--max-distance, else NEARDUP_MAX_DISTANCE or
+    # NEARDUP_MIN_SIMILARITY) goes with every query, both keys, so a worker configured otherwise
+    # answers with it, and --details reports what was applied.
+    cutoff: tuple[int | None, float | None] | None = None
+    if args.max_distance is not None:
+        cutoff = (args.max_distance, None)
+    elif (sess.settings.max_distance, sess.settings.min_similarity) != (None, None):
+        cutoff = (sess.settings.max_distance, sess.settings.min_similarity)
     for spec in specs:
         if args.preset:
             spec["preset"] = args.preset
-        if args.max_distance is not None:
-            spec["max_distance"] = args.max_distance
+        if cutoff is not None:
+            spec["max_distance"], spec["min_similarity"] = cutoff
         if args.details:
             spec["details"] = True
     started = time.monotonic()
@@ -36,7 +44,8 @@ def do_query(
     if args.details:
         fingerprint = {
             "preset": args.preset or sess.settings.preset,
-            "max_distance": args.max_distance,
+            "max_distance": cutoff[0] if cutoff else None,
+            "min_similarity": cutoff[1] if cutoff else None,
             "index_version": sess.store.version(),
             "index_size": sess.store.size(),
         }

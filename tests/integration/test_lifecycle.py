@@ -5,6 +5,7 @@ honoured by queries and dedup."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -181,10 +182,47 @@ def test_ingest_sync_dry_run_lists_then_sync_removes(stack, base_settings, tmp_p
     assert sorted(store.indexed_ids()) == sorted(p.stem for p in inventory[:3] + inventory[5:6])
     assert cli.main(["status"]) == 0
     assert "index: 4 products" in capsys.readouterr().out
+    # A second sync of the same catalog removes nothing and still says what the index holds
+    assert cli.main(["ingest", str(folder), "--sync", "-q"]) == 0
+    assert f"0 removed, 0 not indexed, 0 bad ids; index holds 4 products at version {store.version()}" in (
+        capsys.readouterr().err
+    )
     assert cli.main(["ingest", str(tmp_path / "empty"), "--sync"]) == 2  # missing: nothing removed
     (tmp_path / "empty").mkdir()
     assert cli.main(["ingest", str(tmp_path / "empty"), "--sync"]) == 2  # lists nothing: refused
     assert store.size() == 4
+
+
+def test_the_cli_names_a_refused_request_once(stack, base_settings, monkeypatch, capsys):
+    app, r, store = stack
+    three_products(app, r, store)
+    monkeypatch.setenv("NEARDUP_REDIS_URL", base_settings.redis_url)
+    # a pair of one product, and an id that cannot be one: each reason said once, with its detail
+    assert cli.main(["feedback", "--duplicate", A, A]) == 2
+    err = capsys.readouterr().err
+    assert "feedback: same_product: " in err and err.count("same_product") == 1, err
+    assert cli.main(["remove", "../x"]) == 1
+    err = capsys.readouterr().err
+    assert "../x: bad_product_id: " in err and err.count("bad_product_id") == 1, err
+    assert store.size() == 3
+
+
+def test_a_cut_off_set_for_the_cli_goes_with_its_queries(stack, base_settings, monkeypatch, tmp_path):
+    # Given workers started without one, and a CLI whose environment sets a cut-off
+    app, r, store = stack
+    three_products(app, r, store)
+    monkeypatch.setenv("NEARDUP_REDIS_URL", base_settings.redis_url)
+    monkeypatch.setenv("NEARDUP_MAX_DISTANCE", "3")
+    out = tmp_path / "d.json"
+    # When it queries with --details, then the answer used that cut-off and says so
+    assert cli.main(["query", "--product-id", A, "--details", "-q", "-o", str(out)]) == 0
+    details = json.loads(out.read_text())
+    assert details["queries"][A]["rule"] == "balanced+d3"
+    assert (details["settings"]["max_distance"], details["settings"]["min_similarity"]) == (3, None)
+    # and a flag overrides the environment
+    flagged = ["query", "--product-id", A, "--max-distance", "5", "--details", "-q", "-o", str(out)]
+    assert cli.main(flagged) == 0
+    assert json.loads(out.read_text())["queries"][A]["rule"] == "balanced+d5"
 
 
 def test_client_wraps_remove_and_feedback(stack, base_settings):

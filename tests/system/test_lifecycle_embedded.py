@@ -23,9 +23,10 @@ def test_feedback_survives_restarts_of_the_embedded_stack(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEARDUP_")}
     env |= {"NEARDUP_WORKERS": "1", "NEARDUP_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
 
-    def neardup(*args: str) -> subprocess.CompletedProcess:
+    def neardup(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "producer.cli", *args]
-        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        run_env = env | (extra or {})
+        return subprocess.run(argv, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=240)
 
     # Given three products ingested by one command (its stack stopped afterwards)
     catalog = tmp_path / "catalog.csv"
@@ -64,3 +65,12 @@ def test_feedback_survives_restarts_of_the_embedded_stack(tmp_path: Path) -> Non
     assert neardup("feedback", "--clear", A, B).returncode == 0
     q = neardup("query", "--product-id", A, "-q", "-o", "out.json")
     assert [pid for pid, _ in json.loads((tmp_path / "out.json").read_text())[A]] == [B]
+
+    # A cut-off set in the environment is the one applied, and --details reports it as applied
+    extra = {"NEARDUP_PRESET": "original", "NEARDUP_MAX_DISTANCE": "2"}
+    q = neardup("query", "--product-id", A, "--details", "-q", "-o", "d.json", extra=extra)
+    assert q.returncode == 0, q.stderr[-2000:]
+    details = json.loads((tmp_path / "d.json").read_text())
+    assert details["settings"]["preset"] == "original"
+    assert (details["settings"]["max_distance"], details["settings"]["min_similarity"]) == (2, None)
+    assert details["queries"][A]["rule"] == "original+d2"

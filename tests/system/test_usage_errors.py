@@ -49,6 +49,8 @@ CASES = [
     # (id, argv, env, words in the message)
     ("traversal id", ["query", "--product-id", "../etc"], {}, "bad_product_id"),
     ("empty id", ["query", "--product-id", ""], {}, "bad_product_id"),
+    ("id given as a file", ["query", "0149978036"], {}, "0149978036 (an indexed product? --product-id"),
+    ("a missing photo", ["query", "{tmp}/gone.jpg"], {}, "query input not found"),
     ("unknown plugin", ["status"], {"NEARDUP_PLUGINS": "nosuch"}, "unknown plugin nosuch"),
     (
         "data dir under a file",

@@ -39,6 +39,7 @@ def test_url_list_counts_malformed_non_utf8_and_huge_ids(tmp_path):
     report = read_catalog(lst)
     assert report.items == [("1", "https://x/1.jpg")]
     assert report.skipped == {"malformed_row": 1, "missing_url": 1, "not_utf8": 1, "bad_product_id": 3}
+    assert report.examples["not_utf8"] == ["line 5: 3\\xff\\xfe,https://x/3.jpg"]  # its bytes as \xNN
 
 
 def test_folder_catalog_uses_file_stems(tmp_path):
@@ -66,3 +67,15 @@ def test_a_stray_quote_spoils_only_its_own_row(tmp_path):
     assert len(report.items) == 9 and "1004" not in dict(report.items)
     assert report.skipped == {"malformed_row": 1}
     assert report.examples["malformed_row"] == ["line 6"]
+
+
+def test_an_empty_catalog_is_said_to_hold_nothing(tmp_path, capsys):
+    from producer.commands.ingest import report_catalog
+
+    for name, content in {"empty.csv": b"", "header.csv": b"productId,url\n"}.items():
+        (tmp_path / name).write_bytes(content)
+        report_catalog(read_catalog(tmp_path / name))
+        assert "the catalog holds no rows: nothing to ingest" in capsys.readouterr().err, name
+    (tmp_path / "one.csv").write_bytes(b"productId,url\n1,https://x/1.jpg\n")
+    report_catalog(read_catalog(tmp_path / "one.csv"))
+    assert "no rows" not in capsys.readouterr().err
