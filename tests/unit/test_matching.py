@@ -43,6 +43,20 @@ def test_block_layout_covers_64_bits_and_sub_radii_satisfy_pigeonhole():
             assert sum(s + 1 for s in hamming.sub_radii(m, r)) == r + 1
 
 
+@pytest.mark.parametrize("n", [1, hamming._BLOCK_ROWS, hamming._BLOCK_ROWS + 1, 3 * hamming._BLOCK_ROWS + 17])
+def test_brute_force_in_blocks_equals_the_whole_column_at_once(n):
+    """scan walks a long column in blocks: the same rows, in order, and distances as one XOR of it all."""
+    rng = np.random.default_rng(n)
+    hashes = clustered_hashes(rng, n, bases=3, max_flips=12)
+    for q in near_queries(rng, hashes, 6, flips=2):
+        full = np.bitwise_count(hashes ^ q)
+        for radius in (0, 4, 12, 64):
+            rows, dist = hamming.scan(hashes, int(q), radius)
+            want = np.flatnonzero(full <= radius)
+            assert rows.dtype == np.int64 and dist.dtype == np.uint8
+            assert np.array_equal(rows, want) and np.array_equal(dist, full[want])
+
+
 @pytest.mark.parametrize("data", ["random", "clustered"])
 @pytest.mark.parametrize("m", [3, 4, 7])
 @pytest.mark.parametrize("radius", [0, 6, 10])
