@@ -42,7 +42,7 @@ def remove_all(store: IndexStore, ids: list[str]) -> dict[str, Any]:
 def _say_removal(res: dict[str, Any], what: str = "remove") -> None:
     say(
         f"{what}: {res['removed']} removed, {res['not_indexed']} not indexed, {res['bad']} bad ids; "
-        f"index holds {res.get('index_size', '?')} products at version {res.get('index_version', '?')}"
+        f"index holds {res['index_size']} products at version {res['index_version']}"
     )
     for pid in res["not_indexed_ids"][:10]:
         say(f"  {pid}: not_indexed")

@@ -82,6 +82,7 @@ def _cases() -> dict[str, bytes]:
     return cases
 
 
+@functools.cache  # the golden digests and the stored-thumbnail check read the same describes
 def _described(data: bytes) -> dict[tuple[str, bool], dict[str, bytes]]:
     """(mode, query) -> every signal describe gives (a query's lazy views made)."""
     return {
@@ -152,7 +153,6 @@ def test_the_stored_thumbnail_is_its_planes(name: str) -> None:
         error = np.abs(stored.luma.astype(float) - exact.luma)
         assert error.mean() < 3.0 and error.max() <= MAX_LUMA_ERROR, (error.mean(), error.max())
         assert np.array_equal(stored.chroma, exact.chroma)
-
 
 
 def test_the_golden_file_covers_every_case() -> None:
